@@ -55,14 +55,16 @@ def voc_root(prefer_real: bool = True) -> Path:
     """The ``VOC2012`` folder the lessons read.
 
     Real PASCAL VOC 2012 under :func:`data_dir` wins when it is there (and ``prefer_real``);
-    otherwise the embedded synthetic set is generated once (a few seconds) and returned.
+    otherwise the embedded synthetic set (:data:`EMBEDDED_DEFAULT`) is generated once (about
+    10 s) and returned. Beside a real VOC the embedded set lives in ``<data_dir>/embedded``.
     """
-    root = data_dir() / "VOCdevkit" / "VOC2012"
-    if prefer_real and (root / "JPEGImages").is_dir() and is_real_voc(root):
-        return root
     from deeplab_lessons.data import ensure_embedded_voc
 
-    return ensure_embedded_voc(data_dir() if not (root.is_dir() and is_real_voc(root)) else data_dir() / "embedded")
+    real = data_dir() / "VOCdevkit" / "VOC2012"
+    has_real = (real / "JPEGImages").is_dir() and is_real_voc(real)
+    if has_real and prefer_real:
+        return real
+    return ensure_embedded_voc(data_dir() / "embedded" if has_real else data_dir(), **EMBEDDED_DEFAULT)
 
 
 @dataclass(frozen=True)
