@@ -50,7 +50,7 @@ notebooks: data  ## re-execute the notebooks in place, so the committed outputs 
 test: setup data  ## unit tests, then every notebook executed and checked with nbval
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax --nbval-current-env \
-	  --sanitize-with notebooks/sanitize.cfg $(NB)
+	  --nbval-sanitize-with notebooks/sanitize.cfg $(NB)
 
 test-unit: setup  ## unit tests only
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
