@@ -22,7 +22,7 @@ setup: $(STAMP)  ## create .venv with the package, JupyterLab and test tools (id
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet $(foreach s,$(TORCH_SPEC),"$(s)")
 	@$(PY) -m pip install --quiet -e '.[dev]' || { \
 	  echo "!! pydensecrf2 (the C++ dense CRF) did not build: installing without it."; \
 	  echo "!! Every lesson still runs, with the project's own PyTorch CRF."; \
