@@ -1,0 +1,129 @@
+"""What every DeepLab model needs around it: input normalisation and stride-8 logits -> labels.
+
+- :func:`normalize` turns ``uint8`` images into the float input every model here expects:
+  ImageNet mean/std normalisation in torchvision's convention (RGB, values scaled to [0, 1]
+  first), the convention of the torchvision ImageNet weights that :func:`transplant_vgg16`
+  copies in. (The Caffe DeepLab releases subtracted a BGR mean in 0-255 units instead; the
+  two are equivalent up to a per-channel affine map that the first conv absorbs.)
+- :func:`upsample_logits` brings score maps at output stride ``s`` back to image size by
+  bilinear interpolation *of the logits* (v1, arXiv 1412.7062, Sec. 3.1 and 4.1; v2, arXiv
+  1606.00915, Sec. 3.1: "bilinear interpolation ... to the original image resolution"), which
+  is what the dense CRF of lesson 06 consumes.
+- :func:`predict` = normalise, forward, upsample, argmax.
+
+Alignment. In the networks of this package (3x3 pools with padding 1, "same" convolutions),
+output position ``j`` of a stride-``s`` score map sees a field of view centred on input pixel
+``j * s`` (lesson 01's tool reports ``start = 0``, ``jump = s``). :func:`upsample_logits`
+honours that: it interpolates the ``h`` logit rows onto pixels ``0, s, ..., (h - 1) * s`` exactly
+(``align_corners=True`` onto ``(h - 1) * s + 1`` rows, the Caffe ``Interp`` layer DeepLab
+used) and copies the last row/column into the at most ``s - 1`` pixels beyond the last centre.
+For the papers' input sizes ``s * k + 1`` (321, 513) this *is* ``F.interpolate(...,
+align_corners=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: ImageNet per-channel mean and standard deviation (RGB, images scaled to [0, 1]), as used by
+#: torchvision's ``VGG16_Weights.IMAGENET1K_V1`` and ``ResNet*_Weights``.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalise a ``uint8`` image or batch: ``(x / 255 - mean) / std``, per RGB channel.
+
+    Args:
+        images: ``uint8`` tensor ``[3, H, W]`` or ``[N, 3, H, W]`` in RGB order, values 0-255
+            (what :class:`deeplab_lessons.data.VOCSegmentation` returns).
+
+    Returns:
+        ``float32`` tensor of the same shape and device, zero mean / unit std per channel on
+        ImageNet statistics: the input every model in :mod:`deeplab_lessons.models` expects.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0-255), got dtype {images.dtype}; "
+                         "normalize() is for raw images, do not call it twice")
+    if images.ndim not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"images must be [3, H, W] or [N, 3, H, W] RGB, got shape {tuple(images.shape)}")
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`: float ImageNet-normalised ``[..., 3, H, W]`` -> ``uint8`` 0-255."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
+    return ((images * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int], output_stride: int = 8) -> torch.Tensor:
+    """Bilinearly interpolate score maps at ``output_stride`` to image size ``size = (H, W)``.
+
+    Logit ``(i, j)`` lands on pixel ``(i * output_stride, j * output_stride)``, where the
+    network's field of view is centred (module docstring); pixels past the last centre copy the
+    border. Requires ``h = ceil(H / output_stride)`` or close to it: any ``h, w`` work, the map
+    is placed by that rule and cropped/padded to ``(H, W)``.
+
+    Args:
+        logits: ``[N, C, h, w]`` float scores (pre-softmax) at stride ``output_stride``.
+        size: target ``(H, W)`` in pixels.
+        output_stride: input pixels between neighbouring logits (8 for v1/v2, 8 or 16 for v3).
+
+    Returns:
+        ``[N, C, H, W]`` logits at full resolution (v1 Sec. 4.1, v2 Sec. 3.1).
+    """
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be [N, C, h, w], got shape {tuple(logits.shape)}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (H, W) with positive ints, got {tuple(size)}")
+    if output_stride < 1:
+        raise ValueError(f"output_stride must be >= 1, got {output_stride}")
+    H, W = int(size[0]), int(size[1])
+    h, w = logits.shape[-2:]
+    span_h, span_w = (h - 1) * output_stride + 1, (w - 1) * output_stride + 1
+    up = F.interpolate(logits, size=(span_h, span_w), mode="bilinear", align_corners=True)
+    up = up[..., :H, :W]
+    pad_h, pad_w = H - up.shape[-2], W - up.shape[-1]
+    if pad_h or pad_w:
+        up = F.pad(up, (0, pad_w, 0, pad_h), mode="replicate")
+    return up
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, output_stride: int | None = None) -> torch.Tensor:
+    """Label map for each image: normalise, forward in eval mode, upsample logits, argmax.
+
+    Args:
+        model: a DeepLab model from :mod:`deeplab_lessons.models` (its ``output_stride``
+            attribute is used unless ``output_stride`` is given).
+        images: ``uint8`` ``[3, H, W]`` or ``[N, 3, H, W]`` RGB images.
+        output_stride: override of the model's output stride.
+
+    Returns:
+        ``int64`` labels ``[H, W]`` or ``[N, H, W]`` (class indices). The model's train/eval mode
+        is restored afterwards.
+    """
+    single = images.ndim == 3
+    x = normalize(images[None] if single else images)
+    stride = output_stride if output_stride is not None else getattr(model, "output_stride", None)
+    if stride is None:
+        raise ValueError("model has no output_stride attribute: pass output_stride= explicitly")
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        x = x.to(param.device) if param is not None else x
+        logits = upsample_logits(model(x), x.shape[-2:], stride)
+    finally:
+        model.train(was_training)
+    labels = logits.argmax(dim=1)
+    return labels[0] if single else labels

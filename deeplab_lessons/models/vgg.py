@@ -1,0 +1,364 @@
+"""DeepLab v1 and v2 on VGG16: the ImageNet classifier turned into a stride-8 dense labeller.
+
+DeepLab v1 (arXiv 1412.7062, Sec. 3.1 and Table 2) starts from VGG16 made fully convolutional
+(fc6/fc7 as convolutions) and brings its output stride from 32 down to 8:
+
+- pools are 3x3, stride 2, padding 1 (VGG16 has 2x2 pools; 3x3/pad 1 keeps responses aligned:
+  output ``j`` of every layer is centred on input pixel ``j * jump``);
+- pool4 and pool5 get stride 1; conv5_1..3 after them get dilation (atrous rate) 2;
+- after pool5, a 3x3 stride-1 average pool ``pool5a`` (in the released LargeFOV prototxt);
+- fc6 becomes an atrous conv: "7x7" (rate 4, 4096 filters: the exact-dense fc6 of the stride-32
+  net), "4x4" (rate 4, 4096; the paper's plain "DeepLab"), or "largefov" (3x3, rate 12, 1024);
+  fc7 is 1x1 with as many filters as fc6; dropout 0.5 after both; fc8 is a new 1x1 classifier.
+
+Output size for an ``H x W`` input is ``ceil(H / 8) x ceil(W / 8)`` (321 -> 41, 513 -> 65; PyTorch's
+floor-mode pooling; Caffe's ceil mode agrees on the papers' ``8k + 1`` sizes).
+
+DeepLab v2 (arXiv 1606.00915, Sec. 3.2) keeps the trunk and replaces fc6-fc8 by four parallel
+branches at rates {6,12,18,24} (ASPP-L) or {2,4,8,12} (ASPP-S) whose scores are summed
+(:class:`deeplab_lessons.models.aspp.ASPPv2Head`).
+
+Conventions used by every model in :mod:`deeplab_lessons.models`:
+
+- ``forward(x)``: ``x`` is an ImageNet-normalised float batch ``[N, 3, H, W]``
+  (:func:`deeplab_lessons.models.common.normalize`); returns logits ``[N, classes, h, w]`` at
+  ``model.output_stride`` (8 here).
+- ``model.classifier_parameters()``: the new last layer(s) (v1: ``head.fc8``; v2: the four
+  ``aspp.branches[i].fc8``), trained with 10x the learning rate (v1 Sec. 4.1);
+  ``model.backbone_parameters()``: all the others.
+- ``width`` scales every channel count (``round(c * width)``, at least 1) so the CPU lessons can
+  train; ``width=1.0`` is the paper's network (LargeFOV: 20.5M parameters).
+
+:func:`transplant_vgg16` copies torchvision's ImageNet VGG16 weights in, decimating fc6/fc7.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from deeplab_lessons.models.aspp import V2_RATES, ASPPv2Head
+
+#: VGG16's convolution blocks: (block number, number of 3x3 convs, output channels at width 1).
+VGG16_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+
+#: fc6 of each DeepLab v1 variant (v1 Table 2): kernel size, atrous rate, filters (fc6 = fc7 width).
+FC6_VARIANTS: dict[str, dict[str, int]] = {
+    "7x7": {"kernel_size": 7, "rate": 4, "channels": 4096},
+    "4x4": {"kernel_size": 4, "rate": 4, "channels": 4096},
+    "largefov": {"kernel_size": 3, "rate": 12, "channels": 1024},
+}
+
+#: Trunk variants accepted by :func:`vgg16_features`.
+TRUNK_MODES = ("deeplab", "stride32", "dense")
+
+#: Index of each conv layer in torchvision's ``vgg16().features`` (keys ``features.<i>.weight``).
+TORCHVISION_CONV_INDEX: dict[str, int] = {
+    "conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
+    "conv4_1": 17, "conv4_2": 19, "conv4_3": 21, "conv5_1": 24, "conv5_2": 26, "conv5_3": 28,
+}
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels`` scaled by the width multiplier: ``max(1, round(channels * width))``."""
+    return max(1, int(round(channels * width)))
+
+
+def _check_width(width: float) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a positive number (1.0 = the paper's VGG16), got {width!r}")
+    return float(width)
+
+
+def _check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (21 for PASCAL VOC), got {num_classes!r}")
+    return num_classes
+
+
+def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
+    """VGG16's 13 convolutions and 5 pools (3x3, padding 1), named ``conv1_1`` ... ``pool5``.
+
+    Args:
+        width: channel multiplier (1.0 = VGG16).
+        mode: ``"stride32"``: every pool stride 2 (VGG16 made fully convolutional, output stride
+            32); ``"deeplab"``: DeepLab v1's trunk (pool4/pool5 stride 1, conv5 dilation 2,
+            plus ``pool5a``, 3x3 average pool), output stride 8; ``"dense"``: the *exact* dense
+            (à trous) version of ``"stride32"`` at output stride 8: as ``"deeplab"`` but pool5
+            dilated by 2 too (it sits after pool4's removed stride) and no ``pool5a``; its output
+            sampled every 4th position equals ``"stride32"``'s.
+
+    All three share parameter names and shapes, so one ``state_dict`` loads into any of them.
+    """
+    width = _check_width(width)
+    if mode not in TRUNK_MODES:
+        raise ValueError(f"mode must be one of {TRUNK_MODES}, got {mode!r}")
+    layers: list[tuple[str, nn.Module]] = []
+    in_ch = 3
+    for block, n_convs, channels in VGG16_BLOCKS:
+        out_ch = scaled_channels(channels, width)
+        # dilation of the block's convs: 2 after pool4 lost its stride (modes deeplab/dense)
+        rate = 2 if (block == 5 and mode != "stride32") else 1
+        for i in range(1, n_convs + 1):
+            layers.append((f"conv{block}_{i}", nn.Conv2d(in_ch, out_ch, 3, padding=rate, dilation=rate)))
+            layers.append((f"relu{block}_{i}", nn.ReLU(inplace=True)))
+            in_ch = out_ch
+        stride = 2 if (block <= 3 or mode == "stride32") else 1
+        pool_rate = 2 if (block == 5 and mode == "dense") else 1
+        layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=pool_rate, dilation=pool_rate)))
+    if mode == "deeplab":
+        layers.append(("pool5a", nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _init_weights(module: nn.Module, classifiers: list[nn.Conv2d]) -> None:
+    """He init for the convs, N(0, 0.01) for the classifiers (v1's Caffe fc8 filler), zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            if any(m is c for c in classifiers):
+                nn.init.normal_(m.weight, std=0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _split_parameters(model: nn.Module, classifier: list[nn.Parameter], want_classifier: bool) -> Iterator[nn.Parameter]:
+    ids = {id(p) for p in classifier}
+    for p in model.parameters():
+        if (id(p) in ids) == want_classifier:
+            yield p
+
+
+class DeepLabV1(nn.Sequential):
+    """DeepLab v1: ``features`` (VGG16 trunk at stride 8) then ``head`` (fc6, fc7, fc8).
+
+    A plain chain (``nn.Sequential``), so lesson 01's receptive-field tool walks it directly.
+    Built by :func:`deeplab_v1`; see the module docstring for the conventions.
+    """
+
+    output_stride = 8
+
+    def __init__(self, num_classes: int, fov: str, width: float, fc6_rate: int | None = None) -> None:
+        spec = FC6_VARIANTS[fov]
+        rate = spec["rate"] if fc6_rate is None else fc6_rate
+        k = spec["kernel_size"]
+        channels = scaled_channels(spec["channels"], width)
+        trunk_out = scaled_channels(512, width)
+        head = nn.Sequential(OrderedDict([
+            # "same" padding: the dilated kernel spans (k-1)*rate+1 pixels; for even k the output
+            # is centred between taps, on the same grid ((k-1)*rate is even for k=4, rate 4)
+            ("fc6", nn.Conv2d(trunk_out, channels, k, padding=(k - 1) * rate // 2, dilation=rate)),
+            ("relu6", nn.ReLU(inplace=True)),
+            ("drop6", nn.Dropout(0.5)),
+            ("fc7", nn.Conv2d(channels, channels, 1)),
+            ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(0.5)),
+            ("fc8", nn.Conv2d(channels, num_classes, 1)),
+        ]))
+        super().__init__(OrderedDict([("features", vgg16_features(width, "deeplab")), ("head", head)]))
+        self.num_classes, self.fov, self.width = num_classes, fov, width
+        self.fc6_kernel_size, self.fc6_rate = k, rate
+        _init_weights(self, [head.fc8])
+
+    def classifier_parameters(self) -> Iterator[nn.Parameter]:
+        """``head.fc8``'s weight and bias (the new layer, 10x learning rate)."""
+        yield from self.head.fc8.parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter except ``head.fc8``'s (ImageNet-initialisable, base learning rate)."""
+        yield from _split_parameters(self, list(self.classifier_parameters()), False)
+
+
+def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
+               fc6_rate: int | None = None) -> DeepLabV1:
+    """DeepLab v1 on VGG16 (arXiv 1412.7062, Sec. 3.1, Table 2): stride-8 logits.
+
+    Args:
+        num_classes: output classes (21 for PASCAL VOC: background + 20).
+        fov: fc6 variant: ``"largefov"`` (3x3, rate 12, 1024 filters; 20.5M parameters),
+            ``"7x7"`` (rate 4, 4096; 134.3M), ``"4x4"`` (rate 4, 4096; 65.1M).
+        width: channel multiplier; 1.0 is the paper's network, < 1 for CPU lessons (no ImageNet
+            weights then).
+        fc6_rate: override of fc6's atrous rate (e.g. 8 for the paper's "DeepLab-CRF-4x4" row).
+
+    Returns:
+        :class:`DeepLabV1`; ``forward`` maps a normalised ``[N, 3, H, W]`` batch to logits
+        ``[N, num_classes, ceil(H/8), ceil(W/8)]``.
+    """
+    _check_num_classes(num_classes)
+    width = _check_width(width)
+    if fov not in FC6_VARIANTS:
+        raise ValueError(f"fov must be one of {tuple(FC6_VARIANTS)}, got {fov!r}")
+    if fc6_rate is not None and (isinstance(fc6_rate, bool) or not isinstance(fc6_rate, int) or fc6_rate < 1):
+        raise ValueError(f"fc6_rate must be a positive int or None, got {fc6_rate!r}")
+    return DeepLabV1(num_classes, fov, width, fc6_rate)
+
+
+class DeepLabV2(nn.Module):
+    """DeepLab v2 on VGG16: ``features`` (the v1 trunk) then ``aspp`` (:class:`ASPPv2Head`)."""
+
+    output_stride = 8
+
+    def __init__(self, num_classes: int, aspp: str, width: float) -> None:
+        super().__init__()
+        self.num_classes, self.aspp_variant, self.width = num_classes, aspp, width
+        self.features = vgg16_features(width, "deeplab")
+        self.aspp = ASPPv2Head(scaled_channels(512, width), num_classes, V2_RATES[aspp],
+                               channels=scaled_channels(1024, width))
+        _init_weights(self, [b.fc8 for b in self.aspp.branches])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aspp(self.features(x))
+
+    def classifier_parameters(self) -> Iterator[nn.Parameter]:
+        """The four branches' ``fc8`` weights and biases (10x learning rate)."""
+        yield from self.aspp.classifier_parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter except the ``fc8``'s."""
+        yield from _split_parameters(self, list(self.classifier_parameters()), False)
+
+
+def deeplab_v2(num_classes: int = 21, aspp: str = "L", width: float = 1.0) -> DeepLabV2:
+    """DeepLab v2 on VGG16 (arXiv 1606.00915, Sec. 3.2, Fig. 7): v1 trunk + ASPP, stride 8.
+
+    Args:
+        num_classes: output classes.
+        aspp: ``"L"`` (rates 6, 12, 18, 24) or ``"S"`` (2, 4, 8, 12); four 3x3 fc6 branches with
+            1024 filters each (times ``width``), fc7 1x1, fc8 1x1, logits summed.
+        width: channel multiplier (1.0 = the paper's network).
+
+    Returns:
+        :class:`DeepLabV2` producing logits ``[N, num_classes, ceil(H/8), ceil(W/8)]``.
+    """
+    _check_num_classes(num_classes)
+    width = _check_width(width)
+    if aspp not in V2_RATES:
+        raise ValueError(f"aspp must be one of {tuple(V2_RATES)} (ASPP-L / ASPP-S), got {aspp!r}")
+    return DeepLabV2(num_classes, aspp, width)
+
+
+def decimation_indices(kernel_size: int, channels: int, source_kernel: int = 7,
+                       source_channels: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which fc6 taps and filters the weight surgery keeps (v1 Sec. 3.1, "simple decimation").
+
+    Returns ``(taps, filters)``: ``taps`` are the ``kernel_size`` row (= column) indices kept out of
+    VGG16's 7x7 fc6 kernel, evenly spaced and including both ends (3 -> [0, 3, 6], 4 -> [0, 2, 4, 6]),
+    so the decimated kernel spans the same 7 stride-32 cells (with rate 12 = 3 x 4 at stride 8,
+    LargeFOV's fc6 sees what the 7x7 rate-4 one sees); ``filters`` keeps every
+    ``source_channels // channels``-th filter (4096 -> 1024: 0, 4, 8, ...), also used for fc7's
+    rows and columns.
+    """
+    if kernel_size < 1 or kernel_size > source_kernel or (source_kernel - 1) % max(kernel_size - 1, 1):
+        raise ValueError(f"kernel_size {kernel_size} cannot be decimated evenly from {source_kernel}x{source_kernel} "
+                         f"(use 7, 4, 3 or 1)")
+    if channels < 1 or source_channels % channels:
+        raise ValueError(f"channels {channels} must divide {source_channels} for an even decimation")
+    step = (source_kernel - 1) // (kernel_size - 1) if kernel_size > 1 else 0
+    taps = torch.arange(kernel_size) * step + (source_kernel // 2 if kernel_size == 1 else 0)
+    filters = torch.arange(0, source_channels, source_channels // channels)
+    return taps, filters
+
+
+def _expected_vgg16_shapes() -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    in_ch = 3
+    for block, n_convs, channels in VGG16_BLOCKS:
+        for i in range(1, n_convs + 1):
+            idx = TORCHVISION_CONV_INDEX[f"conv{block}_{i}"]
+            shapes[f"features.{idx}.weight"] = (channels, in_ch, 3, 3)
+            shapes[f"features.{idx}.bias"] = (channels,)
+            in_ch = channels
+    shapes["classifier.0.weight"] = (4096, 512 * 7 * 7)
+    shapes["classifier.0.bias"] = (4096,)
+    shapes["classifier.3.weight"] = (4096, 4096)
+    shapes["classifier.3.bias"] = (4096,)
+    return shapes
+
+
+def check_vgg16_state_dict(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` naming every missing key or wrong shape if ``state_dict`` is not
+    torchvision's ``vgg16()`` (no batch norm) ``state_dict``."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"vgg16_state_dict must be a mapping of parameter names to tensors, "
+                         f"got {type(state_dict).__name__}")
+    problems = []
+    for key, shape in _expected_vgg16_shapes().items():
+        if key not in state_dict:
+            problems.append(f"missing {key}")
+        elif tuple(state_dict[key].shape) != shape:
+            problems.append(f"{key} has shape {tuple(state_dict[key].shape)}, expected {shape}")
+    if problems:
+        hint = (" (this looks like vgg16_bn's: use torchvision.models.vgg16, without batch norm)"
+                if any(k.endswith("running_mean") for k in state_dict) else "")
+        raise ValueError("vgg16_state_dict is not torchvision's VGG16 state_dict" + hint + ": "
+                         + "; ".join(problems[:6]) + (f"; ... {len(problems) - 6} more" if len(problems) > 6 else ""))
+
+
+@torch.no_grad()
+def transplant_vgg16(model: nn.Module, vgg16_state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Copy torchvision VGG16 ImageNet weights into a width-1 DeepLab v1/v2 model, in place.
+
+    - conv1_1 ... conv5_3: copied unchanged (the trunk's strides/dilations change how they are
+      applied, not their weights);
+    - fc6 (``classifier.0``, 4096 x 25088 = 4096 x 512 x 7 x 7 reshaped): decimated to the model's
+      fc6 kernel and filter count by :func:`decimation_indices` (LargeFOV keeps taps 0, 3, 6 and
+      every 4th filter; "7x7" keeps all); v2 puts the same decimated fc6 into each branch;
+    - fc7 (``classifier.3``, 4096 x 4096): rows and columns restricted to the kept fc6 filters;
+    - fc8: left as initialised (new classes). No rescaling, as in the paper; fine-tuning adapts.
+
+    Args:
+        model: from :func:`deeplab_v1` or :func:`deeplab_v2` with ``width=1.0``.
+        vgg16_state_dict: ``torchvision.models.vgg16(weights=VGG16_Weights.IMAGENET1K_V1).state_dict()``
+            or :func:`imagenet_vgg16_state_dict` (any state_dict with the same keys and shapes).
+
+    Returns:
+        ``model`` itself, for chaining.
+    """
+    if not isinstance(model, (DeepLabV1, DeepLabV2)):
+        raise TypeError(f"model must come from deeplab_v1() or deeplab_v2(), got {type(model).__name__}")
+    if model.width != 1.0:
+        raise ValueError(f"ImageNet VGG16 weights fit only width=1.0 models; this one has width={model.width} "
+                         f"(conv1_1 has {model.features.conv1_1.out_channels} filters, not 64): "
+                         "build it with width=1.0, or train the narrow model from random initialisation")
+    check_vgg16_state_dict(vgg16_state_dict)
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in vgg16_state_dict.items()}
+    for name, idx in TORCHVISION_CONV_INDEX.items():
+        conv = getattr(model.features, name)
+        conv.weight.copy_(sd[f"features.{idx}.weight"])
+        conv.bias.copy_(sd[f"features.{idx}.bias"])
+    fc6_full = sd["classifier.0.weight"].view(4096, 512, 7, 7)
+    heads = [model.head] if isinstance(model, DeepLabV1) else list(model.aspp.branches)
+    for head in heads:
+        taps, filters = decimation_indices(head.fc6.kernel_size[0], head.fc6.out_channels)
+        head.fc6.weight.copy_(fc6_full[filters][:, :, taps][:, :, :, taps])
+        head.fc6.bias.copy_(sd["classifier.0.bias"][filters])
+        head.fc7.weight.copy_(sd["classifier.3.weight"][filters][:, filters].view(len(filters), len(filters), 1, 1))
+        head.fc7.bias.copy_(sd["classifier.3.bias"][filters])
+    return model
+
+
+def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]:
+    """torchvision's ``VGG16_Weights.IMAGENET1K_V1`` state_dict, from the torch hub cache.
+
+    Looks in ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``) for the file torchvision
+    downloads (``vgg16-397923af.pth``, 528 MB) and loads it with ``weights_only=True``. With
+    ``download=True`` it is fetched there first when missing (needs internet). Raises
+    ``FileNotFoundError`` saying so when the file is absent and ``download`` is False.
+    """
+    from torchvision.models import VGG16_Weights
+
+    weights = VGG16_Weights.IMAGENET1K_V1
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not path.is_file():
+        if not download:
+            raise FileNotFoundError(f"ImageNet VGG16 weights not found at {path}: pass download=True on a machine "
+                                    "with internet (528 MB), or train from random initialisation")
+        return weights.get_state_dict(progress=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
