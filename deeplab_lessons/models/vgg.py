@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deeplab_lessons.models.aspp import V2_RATES, ASPPv2Head
@@ -81,6 +82,23 @@ def _check_num_classes(num_classes: int) -> int:
     return num_classes
 
 
+class DilatedMaxPool2d(nn.MaxPool2d):
+    """Stride-1 max pool with dilation and "same" padding ``(k - 1) * dilation / 2``.
+
+    PyTorch's ``max_pool2d`` refuses padding larger than half the kernel, so the -inf padding is
+    applied explicitly; ``kernel_size``/``stride``/``padding``/``dilation`` hold the usual
+    meaning for tools that read them (lesson 01's receptive-field walker).
+    """
+
+    def __init__(self, kernel_size: int, dilation: int) -> None:
+        super().__init__(kernel_size, stride=1, padding=(kernel_size - 1) * dilation // 2, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        x = F.pad(x, (p, p, p, p), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, stride=1, padding=0, dilation=self.dilation)
+
+
 def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
     """VGG16's 13 convolutions and 5 pools (3x3, padding 1), named ``conv1_1`` ... ``pool5``.
 
@@ -109,8 +127,10 @@ def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
             layers.append((f"relu{block}_{i}", nn.ReLU(inplace=True)))
             in_ch = out_ch
         stride = 2 if (block <= 3 or mode == "stride32") else 1
-        pool_rate = 2 if (block == 5 and mode == "dense") else 1
-        layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=pool_rate, dilation=pool_rate)))
+        if block == 5 and mode == "dense":
+            layers.append((f"pool{block}", DilatedMaxPool2d(3, dilation=2)))
+        else:
+            layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=1)))
     if mode == "deeplab":
         layers.append(("pool5a", nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True)))
     return nn.Sequential(OrderedDict(layers))
