@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from deeplab_lessons.atrous import atrous_equivalence_error
 from deeplab_lessons.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -235,6 +236,8 @@ def test_dense_trunk_sampled_every_4th_equals_stride32(size):
         a, b = dense(x), strided(x)
     assert a.shape[-2:] == tuple(math.ceil(s / 8) for s in size)
     torch.testing.assert_close(a[..., ::4, ::4], b, rtol=1e-5, atol=1e-5)
+    assert dense.pool5.dilation == (2, 2) and dense.pool4.stride == (1, 1)
+    assert atrous_equivalence_error(strided, dense, x, 4) < 1e-4 * b.abs().max()
 
 
 def test_deeplab_trunk_differs_from_dense_only_from_pool5():

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from deeplab_lessons.atrous import remove_strides
 from deeplab_lessons.models.aspp import V2_RATES, ASPPv2Head
 
 #: VGG16's convolution blocks: (block number, number of 3x3 convs, output channels at width 1).
@@ -82,23 +82,6 @@ def _check_num_classes(num_classes: int) -> int:
     return num_classes
 
 
-class DilatedMaxPool2d(nn.MaxPool2d):
-    """Stride-1 max pool with dilation and "same" padding ``(k - 1) * dilation / 2``.
-
-    PyTorch's ``max_pool2d`` refuses padding larger than half the kernel, so the -inf padding is
-    applied explicitly; ``kernel_size``/``stride``/``padding``/``dilation`` hold the usual
-    meaning for tools that read them (lesson 01's receptive-field walker).
-    """
-
-    def __init__(self, kernel_size: int, dilation: int) -> None:
-        super().__init__(kernel_size, stride=1, padding=(kernel_size - 1) * dilation // 2, dilation=dilation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.padding
-        x = F.pad(x, (p, p, p, p), value=float("-inf"))
-        return F.max_pool2d(x, self.kernel_size, stride=1, padding=0, dilation=self.dilation)
-
-
 def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
     """VGG16's 13 convolutions and 5 pools (3x3, padding 1), named ``conv1_1`` ... ``pool5``.
 
@@ -109,7 +92,8 @@ def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
             plus ``pool5a``, 3x3 average pool), output stride 8; ``"dense"``: the *exact* dense
             (à trous) version of ``"stride32"`` at output stride 8: as ``"deeplab"`` but pool5
             dilated by 2 too (it sits after pool4's removed stride) and no ``pool5a``; its output
-            sampled every 4th position equals ``"stride32"``'s.
+            sampled every 4th position equals ``"stride32"``'s
+            (:func:`deeplab_lessons.atrous.remove_strides` applied to pool4 and pool5).
 
     All three share parameter names and shapes, so one ``state_dict`` loads into any of them.
     """
@@ -120,20 +104,20 @@ def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
     in_ch = 3
     for block, n_convs, channels in VGG16_BLOCKS:
         out_ch = scaled_channels(channels, width)
-        # dilation of the block's convs: 2 after pool4 lost its stride (modes deeplab/dense)
-        rate = 2 if (block == 5 and mode != "stride32") else 1
+        # dilation of the block's convs: 2 after pool4 lost its stride
+        rate = 2 if (block == 5 and mode == "deeplab") else 1
         for i in range(1, n_convs + 1):
             layers.append((f"conv{block}_{i}", nn.Conv2d(in_ch, out_ch, 3, padding=rate, dilation=rate)))
             layers.append((f"relu{block}_{i}", nn.ReLU(inplace=True)))
             in_ch = out_ch
-        stride = 2 if (block <= 3 or mode == "stride32") else 1
-        if block == 5 and mode == "dense":
-            layers.append((f"pool{block}", DilatedMaxPool2d(3, dilation=2)))
-        else:
-            layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=1)))
+        stride = 2 if (block <= 3 or mode != "deeplab") else 1
+        layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=1)))
     if mode == "deeplab":
         layers.append(("pool5a", nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True)))
-    return nn.Sequential(OrderedDict(layers))
+    features = nn.Sequential(OrderedDict(layers))
+    if mode == "dense":  # lesson 02's surgery: pool4, pool5 stride 1, every later layer dilated
+        features = remove_strides(features, ["pool4", "pool5"], input_size=64, copy=False)
+    return features
 
 
 def _init_weights(module: nn.Module, classifiers: list[nn.Conv2d]) -> None:
