@@ -224,21 +224,28 @@ def chromium(browser_ready):
 
 @pytest.fixture
 def lab(chromium, jupyter_lab, tmp_path) -> LabDriver:
-    """A fresh browser context on the Lab; screenshots of the test go to its tmp_path."""
+    """A fresh browser context on the Lab; screenshots and the page's console go to tmp_path."""
     context = chromium.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
     context.set_default_timeout(30_000)
     page = context.new_page()
     console: list[str] = []
-    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type in ("error", "warning") else None)
     driver = LabDriver(page=page, server=jupyter_lab, shots=tmp_path, console=console)
     try:
         yield driver
     finally:
+        (tmp_path / "console.txt").write_text("\n".join(console))
         try:
             page.screenshot(path=str(tmp_path / "last.png"), full_page=False)
         except Exception:  # the page may already be gone; the screenshot is only a debugging aid
             pass
         context.close()
+
+
+@pytest.fixture(scope="session")
+def redraw_log() -> list[tuple[str, list[float], float]]:
+    """(what, slider-to-redraw seconds, target seconds) rows, printed in the terminal summary."""
+    return REDRAW_TIMES
 
 
 def pytest_terminal_summary(terminalreporter):
