@@ -22,3 +22,14 @@ from deeplab_lessons.models.vgg import (
     transplant_vgg16,
     vgg16_features,
 )
+from deeplab_lessons.models.resnet import (
+    DeepLabV3,
+    DeepLabV3Plus,
+    DeepLabV3PlusDecoder,
+    DilatedResNet,
+    deeplab_v3,
+    deeplab_v3plus,
+    imagenet_resnet_state_dict,
+    transplant_resnet,
+    unit_dilations,
+)
