@@ -34,7 +34,7 @@ from torch import nn
 
 __all__ = [
     "LayerSpec", "LayerRF", "receptive_fields", "receptive_fields_from_specs", "format_rf_table",
-    "trace_spatial_layers", "footprint_1d", "footprint_2d", "gradient_receptive_field",
+    "trace_spatial_layers", "footprint_1d", "footprint_2d", "level_footprints", "gradient_receptive_field",
     "gradient_support", "effective_receptive_field",
 ]
 
@@ -204,6 +204,11 @@ def trace_spatial_layers(module: nn.Module, input_size: int | Sequence[int] = 22
     (skip connections), a resampling step in between, or a layer with no fixed geometry (Linear,
     Upsample, ConvTranspose2d, adaptive pooling that is not the identity). ``strict=False`` only
     lists the layers in call order (what :mod:`deeplab_lessons.atrous` needs).
+
+    What hooks cannot see: operations written in ``forward`` itself. A residual addition after
+    the block's last layer (``out = block(x) + x``) passes as a chain, which is right for the
+    receptive field (the shortcut's field lies inside the main path's); a functional
+    convolution or pooling that keeps the map's size is not counted.
     """
     hw = _pair(input_size)
     if min(hw) < 1:
