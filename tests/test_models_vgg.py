@@ -22,6 +22,7 @@ from deeplab_lessons.models import (
     upsample_logits,
     vgg16_features,
 )
+from deeplab_lessons.models.common import conv_macs
 from deeplab_lessons.models.vgg import check_vgg16_state_dict, decimation_indices
 
 TINY = 0.125
@@ -287,3 +288,15 @@ def test_predict_shapes_and_mode_restored():
     assert labels.shape == (2, 50, 61) and labels.dtype == torch.int64 and model.training
     assert predict(model, images[0]).shape == (50, 61)
     assert int(labels.max()) < 3
+
+
+def test_conv_macs_closed_form():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1, stride=2))
+    assert conv_macs(conv, (10, 12)) == {"0": 10 * 12 * 8 * 3 * 9, "1": 5 * 6 * 4 * 8}
+    with torch.device("meta"):
+        model = deeplab_v1(fov="largefov")
+    macs = conv_macs(model, 321)
+    positions = 41 * 41
+    assert macs["head.fc6"] == positions * 1024 * 512 * 9
+    assert macs["head.fc7"] + macs["head.fc8"] == positions * 1024 * (1024 + 21)
+    assert macs["features.conv1_1"] == 321 * 321 * 64 * 27

@@ -127,3 +127,32 @@ def predict(model: nn.Module, images: torch.Tensor, output_stride: int | None = 
         model.train(was_training)
     labels = logits.argmax(dim=1)
     return labels[0] if single else labels
+
+
+def conv_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: int = 3) -> dict[str, int]:
+    """Multiply-accumulates of every ``nn.Conv2d`` for one ``H x W`` image, by layer name.
+
+    ``macs = output pixels * out_channels * (in_channels / groups) * k_h * k_w``: the cost that
+    dominates these networks (pooling, ReLU and bias additions are left out; 1 MAC = 2 FLOPs).
+    Runs ``model`` once on the ``meta`` device (shapes only), so it is free even at width 1.
+    """
+    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    names = {id(m): n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
+
+    def hook(m: nn.Conv2d, args, out) -> None:
+        k_h, k_w = m.kernel_size
+        per_pixel = m.out_channels * (m.in_channels // m.groups) * k_h * k_w
+        key = names[id(m)]
+        macs[key] = macs.get(key, 0) + per_pixel * out.shape[-2] * out.shape[-1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    params = {n: torch.empty_like(t, device="meta") for n, t in
+              list(model.named_parameters()) + list(model.named_buffers())}
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(model, params, (torch.zeros(1, in_channels, *hw, device="meta"),), strict=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs
