@@ -2,10 +2,12 @@
 
 from .palette import IGNORE_INDEX, VOC_CLASSES, VOC_PALETTE, colorize
 from .synthetic import ensure_embedded_voc, make_synthetic_voc, save_palette_png, synthesize_image
-from .voc import VOCSegmentation
+from .transforms import IMAGE_MEAN_UINT8, Compose, RandomCrop, RandomHorizontalFlip, RandomScale, train_transforms
+from .voc import VOCSegmentation, download_voc, prepare_trainaug, rgb_to_labels
 
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "VOC_PALETTE", "colorize",
     "ensure_embedded_voc", "make_synthetic_voc", "save_palette_png", "synthesize_image",
-    "VOCSegmentation",
+    "VOCSegmentation", "download_voc", "prepare_trainaug", "rgb_to_labels",
+    "IMAGE_MEAN_UINT8", "Compose", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "train_transforms",
 ]
