@@ -117,6 +117,11 @@ class LabServer:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
 
+    def shutdown_kernels(self) -> None:
+        """End every session (and its kernel), so one test's kernel does not idle through the next."""
+        for session in json.loads(self.api("/api/sessions")):
+            self.api(f"/api/sessions/{session['id']}", method="DELETE", timeout=30)
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
@@ -240,6 +245,10 @@ def lab(chromium, jupyter_lab, tmp_path) -> LabDriver:
         except Exception:  # the page may already be gone; the screenshot is only a debugging aid
             pass
         context.close()
+        try:
+            jupyter_lab.shutdown_kernels()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass  # a dead server is reported by the test that needs it; _stop_lab cleans up
 
 
 @pytest.fixture(scope="session")
@@ -352,7 +361,9 @@ class LabDriver:
     def open_notebook(self, name: str) -> None:
         """Open a served notebook; wait until all its cells are shown and its kernel is idle."""
         n_cells = len(nbformat.read(self.server.root / name, as_version=4).cells)
-        self.page.goto(f"{self.server.url}/lab/tree/{name}?token={self.server.token}")
+        # a workspace of its own, so no tab of an earlier test is restored beside it
+        workspace = re.sub(r"[^A-Za-z0-9_-]", "-", self.shots.name)
+        self.page.goto(f"{self.server.url}/lab/workspaces/{workspace}/tree/{name}?token={self.server.token}")
         self.page.wait_for_function(_OPENED_JS, arg=n_cells, timeout=90_000, polling=250)
 
     def run_all_cells(self, timeout_s: float) -> float:
