@@ -372,13 +372,14 @@ def footprint_1d(specs: Sequence) -> np.ndarray:
     counts the chains of kernel taps that connect input pixel ``i`` to the unit, i.e. the
     gradient ``d out / d in`` of the stack with every weight 1 and no padding. Zeros inside the
     field are pixels the unit never sees (the "gridding" of stacked dilated layers, DeepLab v3
-    arXiv:1706.05587 section 3.1; Wang et al. arXiv:1702.08502).
+    arXiv:1706.05587 section 3.1; Wang et al. arXiv:1702.08502). Counts are float64 (they grow
+    like ``kernel ** layers``): exact integers up to 2**53, never overflowing.
     """
-    counts = np.ones(1, dtype=np.int64)
+    counts = np.ones(1)
     for spec in reversed([_as_spec(s) for s in specs]):
-        up = np.zeros((len(counts) - 1) * spec.stride + 1, dtype=np.int64)
+        up = np.zeros((len(counts) - 1) * spec.stride + 1)
         up[::spec.stride] = counts
-        taps = np.zeros(spec.dilation * (spec.kernel - 1) + 1, dtype=np.int64)
+        taps = np.zeros(spec.dilation * (spec.kernel - 1) + 1)
         taps[::spec.dilation] = 1
         counts = np.convolve(up, taps)
     return counts

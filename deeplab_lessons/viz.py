@@ -238,7 +238,8 @@ def plot_gradient_field(grad_map, row: LayerRF, position: tuple[int, int],
     rows_idx, cols_idx = np.indices(arr.shape)
     cy, cx = (rows_idx * arr).sum() / arr.sum(), (cols_idx * arr).sum() / arr.sum()
     for ax, data, title in ((ax_lin, arr, "|d out / d in| (linear)"),
-                            (ax_log, np.log10(arr + arr.max() * 1e-12), "log10 |d out / d in|")):
+                            (ax_log, np.log10(np.maximum(arr, arr.max() * 1e-6)),
+                             "log10 |d out / d in| (floor: max / 10^6)")):
         im = ax.imshow(data, cmap="magma", interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.8)
         ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
@@ -266,4 +267,86 @@ def plot_maps(maps, titles: list[str], cmap: str = "viridis") -> Figure:
         ax.set_title(f"{title}\n{data.shape[0]} x {data.shape[1]}")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
+    return fig
+
+
+# ============================================================================================
+# Dense CRF (lesson 06)
+# ============================================================================================
+
+from matplotlib.patches import Patch  # noqa: E402
+
+from .data.palette import VOC_CLASSES, VOC_PALETTE, colorize  # noqa: E402
+
+
+def label_map(probs) -> np.ndarray:
+    """``argmax`` over the class axis of ``[C, H, W]`` probabilities (numpy or torch) -> int64 ``[H, W]``."""
+    if isinstance(probs, torch.Tensor):
+        return probs.detach().argmax(dim=0).cpu().numpy()
+    return np.asarray(probs).argmax(axis=0)
+
+
+def palette_legend(ax, labels, class_names=VOC_CLASSES, loc: str = "upper left") -> None:
+    """A legend of the VOC colours of the classes present in ``labels`` (any label maps, void left out)."""
+    present = sorted({int(v) for lab in labels for v in np.unique(np.asarray(lab)) if int(v) != 255})
+    handles = [Patch(color=VOC_PALETTE[k] / 255.0, label=class_names[k] if k < len(class_names) else str(k))
+               for k in present]
+    ax.legend(handles=handles, loc=loc, bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+
+
+def _build_label_panels(fig: Figure, count: int) -> dict:
+    axes = fig.subplots(1, count, squeeze=False)[0]
+    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.04, top=0.84, wspace=0.05)
+    art = {"images": [], "titles": [], "axes": axes}
+    for ax in axes:
+        art["images"].append(ax.imshow(np.zeros((2, 2, 3), dtype=np.uint8), interpolation="nearest"))
+        art["titles"].append(ax.set_title("", fontsize=9))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return art
+
+
+def plot_label_maps(image, label_maps, titles, fig: Figure | None = None,
+                    panel_size: float = 2.6) -> Figure:
+    """The image and several label maps (VOC colours) side by side, with one palette legend.
+
+    ``image``: ``H x W x 3`` uint8; ``label_maps``: ``[H, W]`` class-index maps (255 = void,
+    drawn cream) such as the network's argmax, the CRF's, the ground truth; ``titles``: one per
+    panel, image first. Passing the ``fig`` of a previous call with as many panels updates its
+    images in place (what the CRF explorer does on every slider move).
+    """
+    maps = [np.asarray(m) for m in label_maps]
+    if len(titles) != len(maps) + 1:
+        raise ValueError(f"need {len(maps) + 1} titles (image + each map), got {len(titles)}")
+    count = len(maps) + 1
+    fig, art = _reusable_figure(fig, f"label_maps_{count}", (panel_size * count + 1.6, panel_size * 0.95),
+                                lambda f: _build_label_panels(f, count))
+    for artist, title, data in zip(art["images"], art["titles"], [_image_hwc(image)] + [colorize(m) for m in maps]):
+        artist.set_data(data)
+        artist.set_extent((-0.5, data.shape[1] - 0.5, data.shape[0] - 0.5, -0.5))
+        title.set_text("")
+    for title, text in zip(art["titles"], titles):
+        title.set_text(text)
+    legend = art["axes"][-1].get_legend()
+    if legend is not None:
+        legend.remove()
+    palette_legend(art["axes"][-1], maps)
+    return fig
+
+
+def plot_trimap_curves(widths, curves: dict, metric: str = "mean IoU (%)", title: str | None = None) -> Figure:
+    """Score inside the boundary band against the band's width (DeepLab v1, fig. 5).
+
+    ``widths``: band widths in pixels; ``curves``: ``{name: scores}`` with one score per width
+    (percent), e.g. ``{"before CRF": [...], "after CRF": [...]}``.
+    """
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, scores) in enumerate(curves.items()):
+        ax.plot(list(widths), list(scores), marker="o", ms=3, color=f"C{i}", label=name)
+    ax.set_xlabel("trimap band width (pixels)")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} near object boundaries")
+    ax.grid(alpha=0.3)
+    ax.legend()
     return fig

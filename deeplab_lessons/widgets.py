@@ -121,3 +121,89 @@ class DilationExplorer(FigureExplorer):
         self.footprint = footprint_2d([(k, 1, r)] * n)
         self.field_of_view = receptive_fields_from_specs([(k, 1, r)] * n)[-1].size
         return viz.plot_dilation_stack(k, r, n, fig)
+
+
+# ============================================================================================
+# Dense CRF (lesson 06)
+# ============================================================================================
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _float_slider(description: str, value: float, low: float, high: float, step: float) -> widgets.FloatSlider:
+    if not low <= value <= high:
+        raise ValueError(f"{description} must be in [{low}, {high}], got {value!r}")
+    return widgets.FloatSlider(value=value, min=low, max=high, step=step, description=description,
+                               continuous_update=False, style={"description_width": "initial"})
+
+
+class CRFExplorer(FigureExplorer):
+    """Lesson 06: the dense CRF re-run on one image as its parameters move.
+
+    ``image``: ``H x W x 3`` uint8; ``probs``: ``[C, H, W]`` softmax probabilities at the image's
+    resolution (numpy or torch); ``target``: optional ground-truth ``[H, W]`` (255 = void),
+    drawn as a last panel and used to print pixel accuracy. Sliders (pydensecrf's names):
+    :attr:`bi_w` (w1), :attr:`bi_xy_std` (theta_alpha, px), :attr:`bi_rgb_std` (theta_beta),
+    :attr:`pos_w` (w2), :attr:`pos_xy_std` (theta_gamma, px) and :attr:`iterations`.
+
+    The CRF is a :class:`~deeplab_lessons.crf.DenseCRF` bound to the image (pass ``crf`` to share
+    one): moving a weight or the iteration count reuses the permutohedral lattices already built;
+    moving a width builds that kernel's lattice once (then cached, a few kept). After each redraw
+    :attr:`params` is the :class:`~deeplab_lessons.crf.CRFParams` used, :attr:`marginals` the
+    ``[C, H, W]`` result, :attr:`labels` its argmax, :attr:`crf_seconds` the CRF's share of
+    :attr:`redraw_seconds`, and ``crf.lattice_builds`` counts lattice constructions.
+    """
+
+    def __init__(self, image, probs, target=None, params=None, crf=None, dpi: int = 72):
+        from .crf import CRFParams, DenseCRF, unary_from_probs
+        from .crf.api import _check_probs
+
+        params = params if params is not None else CRFParams()
+        self.image = np.asarray(image)
+        self.crf = crf if crf is not None else DenseCRF(self.image)
+        probs = _check_probs(probs, self.crf.image)[0]
+        self.unary = unary_from_probs(probs.to(self.crf.device, torch.float32))
+        self.before = probs.argmax(dim=0).cpu().numpy()
+        self.target = None if target is None else np.asarray(target)
+        self.params = params
+        self.marginals = None
+        self.labels = None
+        self.crf_seconds = float("nan")
+        super().__init__({
+            "bi_w": _float_slider("w1 (bi_w)", params.bi_w, 0.0, 20.0, 0.5),
+            "bi_xy_std": _float_slider("θα (bi_xy_std)", params.bi_xy_std, 5.0, 200.0, 1.0),
+            "bi_rgb_std": _float_slider("θβ (bi_rgb_std)", params.bi_rgb_std, 1.0, 40.0, 0.5),
+            "pos_w": _float_slider("w2 (pos_w)", params.pos_w, 0.0, 20.0, 0.5),
+            "pos_xy_std": _float_slider("θγ (pos_xy_std)", params.pos_xy_std, 0.5, 20.0, 0.5),
+            "iterations": _int_slider("iterations", int(params.iterations), 0, 20),
+        }, dpi=dpi)
+
+    def current_params(self):
+        """The :class:`~deeplab_lessons.crf.CRFParams` the sliders show now."""
+        from .crf import CRFParams
+
+        return CRFParams(pos_w=self.pos_w.value, pos_xy_std=self.pos_xy_std.value, bi_w=self.bi_w.value,
+                         bi_xy_std=self.bi_xy_std.value, bi_rgb_std=self.bi_rgb_std.value,
+                         iterations=self.iterations.value)
+
+    def _accuracy(self, labels: np.ndarray) -> str:
+        if self.target is None:
+            return ""
+        scored = self.target != 255
+        return f"\npixel acc. {(labels[scored] == self.target[scored]).mean():.1%}"
+
+    def draw(self, fig: Figure | None) -> Figure:
+        start = time.perf_counter()
+        self.params = self.current_params()
+        with torch.no_grad():
+            self.marginals = self.crf(unary=self.unary, params=self.params)[0]
+        self.labels = self.marginals.argmax(dim=0).cpu().numpy()
+        self.crf_seconds = time.perf_counter() - start
+        p = self.params
+        maps = [self.before, self.labels] + ([self.target] if self.target is not None else [])
+        titles = ["image", "network (argmax)" + self._accuracy(self.before),
+                  f"CRF: w1={p.bi_w:g} θα={p.bi_xy_std:g} θβ={p.bi_rgb_std:g}\n"
+                  f"w2={p.pos_w:g} θγ={p.pos_xy_std:g}, {p.iterations} it." + self._accuracy(self.labels)]
+        titles += ["ground truth"] if self.target is not None else []
+        return viz.plot_label_maps(self.image, maps, titles, fig)

@@ -162,6 +162,8 @@ def test_effective_field_on_known_maps():
     erf_4 = effective_receptive_field(footprint_2d([(3, 1, 1)] * 4).astype(float), 0.95)
     assert deep.shape[0] == 33 and erf_16 < 33 / 2
     assert 1.5 < erf_16 / erf_4 < 2.5  # 4x the depth, about 2x the width
+    very_deep = footprint_1d([(3, 1, 1)] * 64)  # 3**64 paths in all: no integer overflow
+    assert very_deep.sum() == pytest.approx(3.0 ** 64) and (very_deep > 0).all()
 
 
 def test_gradient_receptive_field_defaults_and_training_mode_restored():
