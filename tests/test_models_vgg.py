@@ -300,3 +300,11 @@ def test_conv_macs_closed_form():
     assert macs["head.fc6"] == positions * 1024 * 512 * 9
     assert macs["head.fc7"] + macs["head.fc8"] == positions * 1024 * (1024 + 21)
     assert macs["features.conv1_1"] == 321 * 321 * 64 * 27
+
+
+def test_conv_macs_of_a_batchnorm_module_in_training_mode():
+    from deeplab_lessons.models import ASPP
+    aspp = ASPP(16, 8, (1, 2, 3)).train()
+    macs = conv_macs(aspp, 5, in_channels=16)
+    assert sum(macs.values()) == 25 * 8 * 16 * (1 + 27) + 1 * 8 * 16 + 25 * 8 * 40
+    assert aspp.training

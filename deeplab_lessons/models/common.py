@@ -134,7 +134,8 @@ def conv_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: in
 
     ``macs = output pixels * out_channels * (in_channels / groups) * k_h * k_w``: the cost that
     dominates these networks (pooling, ReLU and bias additions are left out; 1 MAC = 2 FLOPs).
-    Runs ``model`` once on the ``meta`` device (shapes only), so it is free even at width 1.
+    Runs ``model`` once in eval mode on the ``meta`` device (shapes only), so it is free even at
+    width 1; the model's train/eval mode is restored afterwards.
     """
     hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     names = {id(m): n for n, m in model.named_modules()}
@@ -149,10 +150,13 @@ def conv_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: in
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     params = {n: torch.empty_like(t, device="meta") for n, t in
               list(model.named_parameters()) + list(model.named_buffers())}
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
             torch.func.functional_call(model, params, (torch.zeros(1, in_channels, *hw, device="meta"),), strict=False)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return macs
