@@ -308,3 +308,9 @@ def test_conv_macs_of_a_batchnorm_module_in_training_mode():
     macs = conv_macs(aspp, 5, in_channels=16)
     assert sum(macs.values()) == 25 * 8 * 16 * (1 + 27) + 1 * 8 * 16 + 25 * 8 * 40
     assert aspp.training
+
+
+def test_denormalize_inverts_normalize():
+    from deeplab_lessons.models import denormalize
+    images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
+    assert torch.equal(denormalize(normalize(images)), images)

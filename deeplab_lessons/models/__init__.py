@@ -12,7 +12,15 @@ Conventions shared by every model built here:
 """
 
 from deeplab_lessons.models.aspp import ASPP, ASPPv2Head, aspp_rates, valid_tap_counts, valid_tap_fraction
-from deeplab_lessons.models.common import IMAGENET_MEAN, IMAGENET_STD, normalize, predict, upsample_logits
+from deeplab_lessons.models.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    conv_macs,
+    denormalize,
+    normalize,
+    predict,
+    upsample_logits,
+)
 from deeplab_lessons.models.vgg import (
     DeepLabV1,
     DeepLabV2,
