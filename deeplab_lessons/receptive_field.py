@@ -195,8 +195,10 @@ def trace_spatial_layers(module: nn.Module, input_size: int | Sequence[int] = 22
                          in_channels: int | None = None, strict: bool = True) -> list[TracedLayer]:
     """The Conv2d / MaxPool2d / AvgPool2d layers of ``module`` in the order ``forward`` calls them.
 
-    Runs ``module`` once (on the meta device, so nothing is computed) on a ``1 x C x H x W`` input
-    with forward hooks on every leaf module. With ``strict=True`` the module must be a *plain
+    Runs ``module`` once in eval mode (on the meta device, so nothing is computed; for real on
+    the module's device, without gradients, if some operation has no meta kernel) on a
+    ``1 x C x H x W`` zero input with forward hooks on every leaf module; ``C`` defaults to the
+    ``in_channels`` of the first Conv2d in ``module.modules()``. With ``strict=True`` the module must be a *plain
     chain*: every sliding-window layer reads the output of the one before it, possibly through
     pointwise layers (activations, normalisation, dropout) or shape-preserving code in
     ``forward``. A ``ValueError`` names the first layer that breaks this: one tensor read by two
@@ -268,6 +270,8 @@ def trace_spatial_layers(module: nn.Module, input_size: int | Sequence[int] = 22
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
                if not list(m.children())]
+    was_training = module.training
+    module.eval()  # a real forward (the fallback) must not update BatchNorm statistics
     try:
         # first on the meta device (shapes only, free), then for real if an op has no meta kernel
         for dev in ("meta", next((p.device for p in module.parameters()), torch.device("cpu"))):
@@ -287,6 +291,7 @@ def trace_spatial_layers(module: nn.Module, input_size: int | Sequence[int] = 22
                 if dev != "meta":
                     raise
     finally:
+        module.train(was_training)
         for h in handles:
             h.remove()
     return layers

@@ -266,3 +266,23 @@ def test_layer_rf_helpers_and_table():
     table = format_rf_table([row], names=["conv"])
     assert "conv" in table and table.splitlines()[-1].split()[:8] == ["conv", "Conv2d", "3", "2", "2",
                                                                    "2", "5", "2"]
+
+
+class _NoMetaKernel(nn.Module):
+    """A chain whose forward calls an op the meta device cannot run (.item()), so it is traced for real."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, stride=2)
+
+    def forward(self, x):
+        h = self.bn(self.a(x))
+        return self.b(h * (1.0 + 0.0 * float(h.mean().item())))
+
+
+def test_real_forward_fallback_leaves_the_model_as_it_was():
+    model = _NoMetaKernel().train()
+    rows = receptive_fields(model, input_size=21)
+    assert [(r.size, r.jump, r.output_size) for r in rows] == [(3, 1, (19, 19)), (5, 2, (9, 9))]
+    assert model.training and model.bn.num_batches_tracked.item() == 0  # no statistics updated
+    torch.testing.assert_close(model.bn.running_mean, torch.zeros(4))
