@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 
 import ipywidgets as widgets
+import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
 from . import viz
+from .atrous import dilate_kernel
 from .receptive_field import LayerRF, footprint_2d, receptive_fields_from_specs
 
 
@@ -113,9 +115,6 @@ class DilationExplorer(FigureExplorer):
         })
 
     def draw(self, fig: Figure | None) -> Figure:
-        from .atrous import dilate_kernel
-        import torch
-
         k, r, n = self.kernel_size.value, self.rate.value, self.layers.value
         self.kernel = dilate_kernel(torch.ones(k, k), r).numpy()
         self.footprint = footprint_2d([(k, 1, r)] * n)
