@@ -286,9 +286,17 @@ def label_map(probs) -> np.ndarray:
     return np.asarray(probs).argmax(axis=0)
 
 
-def palette_legend(ax, labels, class_names=VOC_CLASSES, loc: str = "upper left") -> None:
-    """A legend of the VOC colours of the classes present in ``labels`` (any label maps, void left out)."""
-    present = sorted({int(v) for lab in labels for v in np.unique(np.asarray(lab)) if int(v) != 255})
+def palette_legend(ax, labels, class_names=VOC_CLASSES, loc: str = "upper left", min_share: float = 0.01) -> None:
+    """A legend of the VOC colours of the classes in ``labels`` (label maps; void left out).
+
+    A class is listed when it covers at least ``min_share`` of the pixels of one of the maps,
+    so a noisy prediction's specks do not list all 21 classes.
+    """
+    present = set()
+    for lab in labels:
+        values, counts = np.unique(np.asarray(lab), return_counts=True)
+        present |= {int(v) for v, c in zip(values, counts) if int(v) != 255 and c >= min_share * counts.sum()}
+    present = sorted(present)
     handles = [Patch(color=VOC_PALETTE[k] / 255.0, label=class_names[k] if k < len(class_names) else str(k))
                for k in present]
     ax.legend(handles=handles, loc=loc, bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
@@ -296,7 +304,7 @@ def palette_legend(ax, labels, class_names=VOC_CLASSES, loc: str = "upper left")
 
 def _build_label_panels(fig: Figure, count: int) -> dict:
     axes = fig.subplots(1, count, squeeze=False)[0]
-    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.04, top=0.84, wspace=0.05)
+    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=0.74, wspace=0.05)
     art = {"images": [], "titles": [], "axes": axes}
     for ax in axes:
         art["images"].append(ax.imshow(np.zeros((2, 2, 3), dtype=np.uint8), interpolation="nearest"))
@@ -307,19 +315,20 @@ def _build_label_panels(fig: Figure, count: int) -> dict:
 
 
 def plot_label_maps(image, label_maps, titles, fig: Figure | None = None,
-                    panel_size: float = 2.6) -> Figure:
+                    panel_size: float = 2.6, legend_from=None) -> Figure:
     """The image and several label maps (VOC colours) side by side, with one palette legend.
 
     ``image``: ``H x W x 3`` uint8; ``label_maps``: ``[H, W]`` class-index maps (255 = void,
     drawn cream) such as the network's argmax, the CRF's, the ground truth; ``titles``: one per
     panel, image first. Passing the ``fig`` of a previous call with as many panels updates its
-    images in place (what the CRF explorer does on every slider move).
+    images in place (what the CRF explorer does on every slider move). The legend lists the
+    classes of ``legend_from`` (label maps; default: all of ``label_maps``).
     """
     maps = [np.asarray(m) for m in label_maps]
     if len(titles) != len(maps) + 1:
         raise ValueError(f"need {len(maps) + 1} titles (image + each map), got {len(titles)}")
     count = len(maps) + 1
-    fig, art = _reusable_figure(fig, f"label_maps_{count}", (panel_size * count + 1.6, panel_size * 0.95),
+    fig, art = _reusable_figure(fig, f"label_maps_{count}", (panel_size * count + 1.6, panel_size * 1.1),
                                 lambda f: _build_label_panels(f, count))
     for artist, title, data in zip(art["images"], art["titles"], [_image_hwc(image)] + [colorize(m) for m in maps]):
         artist.set_data(data)
@@ -330,7 +339,7 @@ def plot_label_maps(image, label_maps, titles, fig: Figure | None = None,
     legend = art["axes"][-1].get_legend()
     if legend is not None:
         legend.remove()
-    palette_legend(art["axes"][-1], maps)
+    palette_legend(art["axes"][-1], maps if legend_from is None else legend_from)
     return fig
 
 

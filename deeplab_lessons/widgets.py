@@ -152,9 +152,12 @@ class CRFExplorer(FigureExplorer):
     :attr:`params` is the :class:`~deeplab_lessons.crf.CRFParams` used, :attr:`marginals` the
     ``[C, H, W]`` result, :attr:`labels` its argmax, :attr:`crf_seconds` the CRF's share of
     :attr:`redraw_seconds`, and ``crf.lattice_builds`` counts lattice constructions.
+    ``num_threads`` (default 1) is the torch thread count during a redraw (``None``: unchanged):
+    a redraw is latency-bound, and one thread is the robust choice on a shared 2-core machine.
     """
 
-    def __init__(self, image, probs, target=None, params=None, crf=None, dpi: int = 72):
+    def __init__(self, image, probs, target=None, params=None, crf=None, dpi: int = 72,
+                 num_threads: int | None = 1):
         from .crf import CRFParams, DenseCRF, unary_from_probs
         from .crf.api import _check_probs
 
@@ -169,6 +172,7 @@ class CRFExplorer(FigureExplorer):
         self.marginals = None
         self.labels = None
         self.crf_seconds = float("nan")
+        self.num_threads = num_threads
         super().__init__({
             "bi_w": _float_slider("w1 (bi_w)", params.bi_w, 0.0, 20.0, 0.5),
             "bi_xy_std": _float_slider("θα (bi_xy_std)", params.bi_xy_std, 5.0, 200.0, 1.0),
@@ -194,8 +198,10 @@ class CRFExplorer(FigureExplorer):
 
     def draw(self, fig: Figure | None) -> Figure:
         start = time.perf_counter()
+        from .crf.api import torch_threads
+
         self.params = self.current_params()
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.num_threads):
             self.marginals = self.crf(unary=self.unary, params=self.params)[0]
         self.labels = self.marginals.argmax(dim=0).cpu().numpy()
         self.crf_seconds = time.perf_counter() - start
@@ -205,4 +211,4 @@ class CRFExplorer(FigureExplorer):
                   f"CRF: w1={p.bi_w:g} θα={p.bi_xy_std:g} θβ={p.bi_rgb_std:g}\n"
                   f"w2={p.pos_w:g} θγ={p.pos_xy_std:g}, {p.iterations} it." + self._accuracy(self.labels)]
         titles += ["ground truth"] if self.target is not None else []
-        return viz.plot_label_maps(self.image, maps, titles, fig)
+        return viz.plot_label_maps(self.image, maps, titles, fig, legend_from=maps[1:])
