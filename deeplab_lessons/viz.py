@@ -359,3 +359,43 @@ def plot_trimap_curves(widths, curves: dict, metric: str = "mean IoU (%)", title
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+# ============================================================================================
+# Training (lesson 05)
+# ============================================================================================
+
+def _build_history_axes(fig: Figure) -> dict:
+    ax_loss, ax_miou = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.09, right=0.97, bottom=0.17, top=0.88, wspace=0.3)
+    loss_line, = ax_loss.plot([], [], color="C0")
+    miou_line, = ax_miou.plot([], [], color="C1", marker="o", ms=4)
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss (cross-entropy)")
+    ax_loss.set_title("loss")
+    ax_miou.set_xlabel("iteration")
+    ax_miou.set_ylabel("mean IoU on val")
+    ax_miou.set_title("validation mean IoU")
+    ax_miou.set_ylim(0, 1)
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+    return {"loss": (ax_loss, loss_line), "miou": (ax_miou, miou_line)}
+
+
+def plot_training_history(history: dict, fig: Figure | None = None, iterations: int | None = None) -> Figure:
+    """Training loss and validation mean IoU against the iteration, side by side.
+
+    ``history``: what :func:`deeplab_lessons.train.train` records (``iteration``, ``loss``,
+    ``eval_iteration``, ``mean_iou``); ``iterations``: x-axis end (default: the last logged one).
+    Passing the ``fig`` of a previous call updates its lines in place (the live plot of lesson 05).
+    """
+    fig, art = _reusable_figure(fig, "training_history", (8.0, 3.0), _build_history_axes)
+    end = iterations or max(history["iteration"][-1:] + history["eval_iteration"][-1:] + [1])
+    (ax_loss, loss_line), (ax_miou, miou_line) = art["loss"], art["miou"]
+    loss_line.set_data(history["iteration"], history["loss"])
+    miou_line.set_data(history["eval_iteration"], history["mean_iou"])
+    for ax in (ax_loss, ax_miou):
+        ax.set_xlim(0, end)
+    if history["loss"]:
+        ax_loss.set_ylim(0, max(history["loss"]) * 1.05)
+    return fig
