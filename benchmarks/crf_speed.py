@@ -6,12 +6,18 @@ averaged over 8x8 cells, perturbed with noise, bilinearly upsampled, softmaxed. 
 include building the kernels' permutohedral lattices. Targets: ratio torch / pydensecrf <= 1.0,
 label agreement >= 99%; and >= 99% agreement with the exact O(N^2) CRF on a small image.
 
+pydensecrf is single-threaded; the torch backend runs on ``--threads`` intra-op threads and is
+timed with one thread as well. The machine's load average is printed with the timings: on a
+busy machine, multi-threaded torch operations wait for each other at every step while a
+single-threaded program does not, so compare the 2-thread figure on an idle machine only.
+
     python benchmarks/crf_speed.py [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -23,13 +29,13 @@ from deeplab_lessons.crf import CRFParams, dense_crf
 from deeplab_lessons.data import synthesize_image
 
 
-def coarse_probs(labels: np.ndarray, num_classes: int = 21, stride: int = 8, noise: float = 1.0,
+def coarse_probs(labels: np.ndarray, num_classes: int = 21, stride: int = 8, noise: float = 1.5,
                  seed: int = 0) -> np.ndarray:
     """Softmax of a stride-``stride`` score map built from ``labels``, upsampled bilinearly: [C, H, W]."""
     g = torch.Generator().manual_seed(seed)
     truth = torch.from_numpy(np.where(labels == 255, 0, labels).astype(np.int64))
     onehot = F.one_hot(truth, num_classes).permute(2, 0, 1).float()[None]
-    coarse = F.avg_pool2d(onehot, stride, ceil_mode=True) * 4.0
+    coarse = F.avg_pool2d(onehot, stride, ceil_mode=True) * 3.0
     coarse = coarse + noise * torch.randn(coarse.shape, generator=g)
     scores = F.interpolate(coarse, size=labels.shape, mode="bilinear", align_corners=False)
     return torch.softmax(scores[0], dim=0).numpy()
@@ -58,19 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     truth = np.where(labels == 255, 0, labels)
     scored = labels != 255
     print(f"image {image.shape[1]}x{image.shape[0]}, {probs.shape[0]} labels, {params.iterations} iterations, "
-          f"{torch.get_num_threads()} torch threads, {args.repeats} repeats (median)")
+          f"{args.repeats} repeats (median); load average before: {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
 
     dense_crf(image[:64, :64].copy(), probs[:, :64, :64] / probs[:, :64, :64].sum(0), params)   # warm-up
     t_torch, q_torch = timed(lambda: dense_crf(image, probs, params, backend="torch"), args.repeats)
+    torch.set_num_threads(1)
+    t_torch1, _ = timed(lambda: dense_crf(image, probs, params, backend="torch"), args.repeats)
+    torch.set_num_threads(args.threads)
     try:
         t_pd, q_pd = timed(lambda: dense_crf(image, probs, params, backend="pydensecrf"), args.repeats)
     except ImportError as err:
         print(f"pydensecrf unavailable ({err}); torch backend: {t_torch:.3f} s")
         return 0
     agree = float((q_torch.argmax(0) == q_pd.argmax(0)).mean())
-    print(f"pydensecrf   : {t_pd:.3f} s")
-    print(f"torch (own)  : {t_torch:.3f} s   (lattice construction included)")
-    print(f"ratio torch / pydensecrf: {t_torch / t_pd:.2f}   (target <= 1.0)")
+    print(f"pydensecrf (C++, 1 thread)   : {t_pd:.3f} s")
+    print(f"torch, {args.threads} threads              : {t_torch:.3f} s   (lattice construction included)")
+    print(f"torch, 1 thread               : {t_torch1:.3f} s")
+    print(f"ratio torch / pydensecrf: {t_torch / t_pd:.2f} with {args.threads} threads, "
+          f"{t_torch1 / t_pd:.2f} with 1 (target <= 1.0); load average after: {os.getloadavg()[0]:.2f}")
     print(f"label agreement torch vs pydensecrf: {agree:.4%}   (target >= 99%), "
           f"max |dQ| = {np.abs(q_torch - q_pd).max():.1e}")
     acc = lambda q: (q.argmax(0) == truth)[scored].mean()  # noqa: E731

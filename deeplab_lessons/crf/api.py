@@ -40,7 +40,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .lattice import PermutohedralLattice, lattice_features
+from .lattice import LatticeSum, PermutohedralLattice, lattice_features
 
 __all__ = ["CRFParams", "DenseCRF", "Kernel", "dense_crf", "unary_from_probs", "mean_field", "make_kernel",
            "symmetric_norm", "torch_threads", "BACKENDS"]
@@ -271,7 +271,8 @@ class DenseCRF:
         self.batch, self.height, self.width = self.image.shape[:3]
         self.params = params if params is not None else CRFParams()
         self.lattice_builds = 0
-        self._cache: OrderedDict[tuple, Kernel] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[PermutohedralLattice, float]] = OrderedDict()
+        self._sums: dict[tuple, LatticeSum] = {}
         self._max_cached = max_cached_lattices
 
     @property
@@ -279,30 +280,45 @@ class DenseCRF:
         """Pixels of all images together (rows of the [P, C] arrays mean field works on)."""
         return self.batch * self.height * self.width
 
-    def unit_kernel(self, xy_std: float, rgb_std: float | None = None) -> Kernel:
-        """Bilateral (``rgb_std`` given) or Gaussian kernel with weight 1: lattice + normaliser, cached."""
+    def normalised_lattice(self, xy_std: float, rgb_std: float | None = None) -> tuple[PermutohedralLattice, float]:
+        """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with the symmetric
+        normalisation folded in (``D^-1/2 K D^-1/2``), and its peak response; cached."""
         key = (float(xy_std), None if rgb_std is None else float(rgb_std))
         if key not in self._cache:
             feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
                                      xy_std, rgb_std, device=self.device)
             lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
             norm = symmetric_norm(lat.filter, self.num_pixels, self.device)
-            self._cache[key] = make_kernel(1.0, lat.scaled(norm, norm).filter, self.num_pixels, self.device)
+            lat = lat.scaled(norm, norm)
+            self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)
             self.lattice_builds += 1
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
+            self._sums.clear()
         self._cache.move_to_end(key)
         return self._cache[key]
 
     def kernels(self, params: CRFParams | None = None) -> list[Kernel]:
-        """The pairwise terms of ``params`` with non-zero weight: bilateral (w1), then Gaussian (w2)."""
+        """The pairwise terms of ``params`` with non-zero weight, as one :class:`Kernel`.
+
+        Its filter is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the
+        stacked lattices (:class:`~.lattice.LatticeSum`); an empty list when both weights are 0.
+        """
         params = params if params is not None else self.params
-        out = []
+        terms = []
         if params.bi_w != 0:
-            out.append(replace(self.unit_kernel(params.bi_xy_std, params.bi_rgb_std), weight=float(params.bi_w)))
+            terms.append(((params.bi_xy_std, params.bi_rgb_std), float(params.bi_w)))
         if params.pos_w != 0:
-            out.append(replace(self.unit_kernel(params.pos_xy_std), weight=float(params.pos_w)))
-        return out
+            terms.append(((params.pos_xy_std, None), float(params.pos_w)))
+        if not terms:
+            return []
+        parts = [self.normalised_lattice(*key) for key, _ in terms]
+        keys = tuple(key for key, _ in terms)
+        if keys not in self._sums:
+            self._sums[keys] = LatticeSum([lat for lat, _ in parts])
+        lattice_sum, gains = self._sums[keys], tuple(w for _, w in terms)
+        peak = sum(w * p for (_, w), (_, p) in zip(terms, parts))
+        return [Kernel(1.0, lambda values: lattice_sum.filter(values, gains), peak)]
 
     def flat_unary(self, probs=None, unary=None) -> torch.Tensor:
         """Unary energies as [P, C] float32 on the CRF's device, from ``probs`` or ``unary``."""

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PermutohedralLattice", "lattice_features"]
+__all__ = ["LatticeSum", "PermutohedralLattice", "lattice_features"]
 
 
 class _Bags:
@@ -42,14 +42,52 @@ class _Bags:
     ``index``/``weights`` are ``[R, k]`` (every row the same length) or flat with ``offsets``
     (row r uses entries ``offsets[r]:offsets[r+1]``). Applied with ``F.embedding_bag``, whose
     CPU kernel reads each output row's inputs in one go and never materialises the
-    ``[nnz, C]`` intermediate a gather + sum would.
+    ``[nnz, C]`` intermediate a gather + sum would. Everything is stored flat with explicit
+    offsets, so a call allocates nothing but its output.
     """
 
     def __init__(self, index: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor | None = None):
-        self.index, self.weights, self.offsets = index, weights, offsets
+        if offsets is None:
+            rows, k = index.shape
+            offsets = torch.arange(0, rows * k, k, device=index.device)
+        self.index = index.reshape(-1).contiguous()
+        self.weights = weights.reshape(-1).contiguous()
+        self.offsets = offsets.contiguous()
+
+    def rows(self) -> torch.Tensor:
+        """Output row of every entry (``[nnz]`` int64)."""
+        counts = torch.diff(self.offsets, append=torch.tensor([self.index.numel()], device=self.index.device))
+        return torch.repeat_interleave(torch.arange(self.offsets.numel(), device=self.index.device), counts)
+
+    def scaled(self, by_entry: torch.Tensor) -> "_Bags":
+        """The same map with every entry's weight multiplied by ``by_entry`` ([nnz])."""
+        return _Bags(self.index, self.weights * by_entry, self.offsets)
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         return F.embedding_bag(self.index, values, self.offsets, mode="sum", per_sample_weights=self.weights)
+
+    @staticmethod
+    def identity(rows: int, device) -> "_Bags":
+        """The identity map on ``rows`` rows."""
+        return _Bags(torch.arange(rows, device=device).unsqueeze(1), torch.ones(rows, 1, device=device))
+
+    @staticmethod
+    def stack_rows(parts: list["_Bags"], column_offsets: list[int]) -> "_Bags":
+        """Block matrix: the rows of each part one after the other, part i's columns shifted by its offset."""
+        index = torch.cat([p.index + c for p, c in zip(parts, column_offsets)])
+        starts = [0]
+        for p in parts[:-1]:
+            starts.append(starts[-1] + p.index.numel())
+        offsets = torch.cat([p.offsets + s for p, s in zip(parts, starts)])
+        return _Bags(index, torch.cat([p.weights for p in parts]), offsets)
+
+    @staticmethod
+    def join_columns(parts: list["_Bags"], column_offsets: list[int]) -> "_Bags":
+        """Block matrix ``[A_1 A_2 ...]`` of parts with the same rows and a fixed entry count per row."""
+        rows = parts[0].offsets.numel()
+        index = torch.cat([(p.index + c).view(rows, -1) for p, c in zip(parts, column_offsets)], dim=1)
+        weights = torch.cat([p.weights.view(rows, -1) for p in parts], dim=1)
+        return _Bags(index, weights)
 
 
 class _LinearOp(torch.autograd.Function):
@@ -208,11 +246,10 @@ class PermutohedralLattice:
         """
         before, after = before.reshape(-1), after.reshape(-1)
         out = copy.copy(self)
-        out.splat = _Bags(self.splat.index, self.splat.weights * before[self.splat.index], self.splat.offsets)
-        out._splat_t = _Bags(self._splat_t.index, self._splat_t.weights * before.unsqueeze(1))
-        out.slice = _Bags(self.slice.index, self.slice.weights * after.unsqueeze(1))
-        out._slice_t = _Bags(self._slice_t.index, self._slice_t.weights * after[self._slice_t.index],
-                             self._slice_t.offsets)
+        out.splat = self.splat.scaled(before[self.splat.index])
+        out._splat_t = self._splat_t.scaled(before[self._splat_t.rows()])
+        out.slice = self.slice.scaled(after[self.slice.rows()])
+        out._slice_t = self._slice_t.scaled(after[self._slice_t.index])
         return out
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
@@ -227,6 +264,60 @@ class PermutohedralLattice:
             v = _LinearOp.apply(blur, blur, v)
         v = _LinearOp.apply(self.slice, self._slice_t, v)
         return v.reshape(shape)
+
+
+class LatticeSum:
+    """``v -> sum_k gain_k K_k v`` for several lattices over the same pixels, in one pass.
+
+    The mean-field message of the dense CRF adds a bilateral and a Gaussian filter of the same
+    values. Stacking their lattice points (bilateral points first) makes that one splat, d+1
+    blurs (a lattice with fewer directions is left unchanged by the extra ones) and one slice
+    whose per-corner weights carry each kernel's gain, instead of two separate passes.
+    """
+
+    def __init__(self, lattices: list[PermutohedralLattice]):
+        if not lattices:
+            raise ValueError("LatticeSum needs at least one lattice")
+        pixels = lattices[0].batch * lattices[0].num_pixels
+        if any(lat.batch * lat.num_pixels != pixels for lat in lattices):
+            raise ValueError("every lattice of a LatticeSum must cover the same pixels")
+        device = lattices[0].splat.index.device
+        starts = [0]
+        for lat in lattices[:-1]:
+            starts.append(starts[-1] + lat.num_points)
+        self.num_lattices = len(lattices)
+        self.num_pixels = pixels
+        self.splat = _Bags.stack_rows([lat.splat for lat in lattices], [0] * len(lattices))
+        self._splat_t = _Bags.join_columns([lat._splat_t for lat in lattices], starts)
+        self.blur = []
+        for j in range(max(lat.dim for lat in lattices) + 1):
+            parts = [lat.blur[j] if j < len(lat.blur) else _Bags.identity(lat.num_points, device)
+                     for lat in lattices]
+            self.blur.append(_Bags.stack_rows(parts, starts))
+        self._slice = _Bags.join_columns([lat.slice for lat in lattices], starts)
+        self._slice_source = torch.cat([torch.full((lat.dim + 1,), k, device=device)
+                                        for k, lat in enumerate(lattices)]).repeat(pixels)
+        self._slice_t = _Bags.stack_rows([lat._slice_t for lat in lattices], [0] * len(lattices))
+        self._slice_t_source = torch.cat([torch.full((lat._slice_t.index.numel(),), k, device=device)
+                                          for k, lat in enumerate(lattices)])
+        self._gains: tuple | None = None
+
+    def _set_gains(self, gains: tuple[float, ...]) -> None:
+        if gains != self._gains:
+            g = torch.tensor(gains, dtype=torch.float32, device=self._slice.weights.device)
+            self.slice = self._slice.scaled(g[self._slice_source])
+            self.slice_t = self._slice_t.scaled(g[self._slice_t_source])
+            self._gains = gains
+
+    def filter(self, values: torch.Tensor, gains: tuple[float, ...]) -> torch.Tensor:
+        """``sum_k gains[k] K_k values`` for ``[B*N, C]`` values (differentiable in ``values``)."""
+        if len(gains) != self.num_lattices:
+            raise ValueError(f"need {self.num_lattices} gains, got {len(gains)}")
+        self._set_gains(tuple(float(g) for g in gains))
+        v = _LinearOp.apply(self.splat, self._splat_t, values.to(torch.float32))
+        for blur in self.blur:
+            v = _LinearOp.apply(blur, blur, v)
+        return _LinearOp.apply(self.slice, self.slice_t, v)
 
 
 def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
