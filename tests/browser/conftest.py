@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -72,8 +73,9 @@ LAB_SETTINGS = {
 
 STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 
-#: slider-to-redraw times measured by the tests, written in the terminal summary
-REDRAW_TIMES: list[tuple[str, list[float], float]] = []
+#: slider-to-redraw times measured by the tests, written in the terminal summary:
+#: (notebook, [(slider move, seconds)], target seconds)
+REDRAW_TIMES: list[tuple[str, list[tuple[str, float]], float]] = []
 
 
 def _chromium_path() -> str | None:
@@ -252,8 +254,8 @@ def lab(chromium, jupyter_lab, tmp_path) -> LabDriver:
 
 
 @pytest.fixture(scope="session")
-def redraw_log() -> list[tuple[str, list[float], float]]:
-    """(what, slider-to-redraw seconds, target seconds) rows, printed in the terminal summary."""
+def redraw_log() -> list[tuple[str, list[tuple[str, float]], float]]:
+    """(notebook, [(slider move, seconds)], target seconds) rows, printed in the terminal summary."""
     return REDRAW_TIMES
 
 
@@ -261,11 +263,12 @@ def pytest_terminal_summary(terminalreporter):
     if not REDRAW_TIMES:
         return
     terminalreporter.write_sep("=", "slider-to-redraw times in Chromium")
-    for name, seconds, target in REDRAW_TIMES:
-        median = sorted(seconds)[len(seconds) // 2]
-        moves = ", ".join(f"{s:.2f}" for s in seconds)
+    for name, moves, target in REDRAW_TIMES:
+        median = statistics.median(seconds for _, seconds in moves)
         verdict = "within" if median < target else "OVER"
-        terminalreporter.write_line(f"{name}: median {median:.2f} s ({verdict} the {target} s target); moves: {moves} s")
+        terminalreporter.write_line(f"{name}: median {median:.2f} s ({verdict} the {target} s target)")
+        for move, seconds in moves:
+            terminalreporter.write_line(f"    {seconds:5.2f} s  {move}")
 
 
 # --------------------------------------------------------------------------------------------
