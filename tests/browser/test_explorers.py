@@ -5,7 +5,7 @@ runs its cells with Run > Run All Cells, waits for the explorer to render, moves
 the keyboard and checks that the figure redrew: a new image (``src``) and different pixels,
 with no error output in any cell. The time from key press to the new image being decoded is
 measured in the page and printed in the terminal summary (targets on an idle 2-core CPU:
-0.5 s for the dilation explorer, 1.5 s for the CRF explorer). Screenshots of every state go
+0.5 s for the receptive-field and dilation explorers, 1.5 s for the CRF explorer). Screenshots of every state go
 to the test's tmp dir; with ``DEEPLAB_SCREENSHOTS=<folder>`` the explorer's screenshot is also
 written there (``make``-free way to refresh ``docs/img/``).
 """
@@ -98,6 +98,16 @@ def save_for_readme(png: bytes, name: str) -> None:
     assert len(data) <= MAX_SCREENSHOT_BYTES, f"{name}: {len(data)} bytes even with 64 colours"
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / name).write_bytes(data)
+
+
+@pytest.mark.browser
+def test_receptive_field_explorer(lab, redraw_log):
+    """Lesson 01: the depth and dilation sliders redraw the stack's receptive field."""
+    explore(
+        lab, redraw_log, "01_receptive_fields.ipynb", "ReceptiveFieldExplorer(",
+        moves=[Move("layer", "ArrowRight", "4"), Move("dilation", "ArrowRight", "2")],
+        target_s=0.5, screenshot="receptive_field_explorer.png", run_timeout_s=180, stop_after_explorer=False,
+    )
 
 
 @pytest.mark.browser
