@@ -1,0 +1,77 @@
+"""Lesson 05's CPU default run, measured: training time, mIoU on the embedded val set, images/s, peak memory.
+
+Target (lesson 05): the CPU default (``TrainConfig()``: LargeFOV at width 0.25 with BatchNorm,
+128 px crops, batch 8) reaches mean IoU >= 0.80 on the embedded val set (60 whole 192x256
+images) within 3 minutes of training on an idle 2-core CPU.
+
+The machine may be busy: the script prints the load average before and after, the process CPU
+time, and an estimate for an idle machine (CPU seconds spent in training / threads, i.e. what the
+wall clock would show if every thread had a core to itself). Run::
+
+    python benchmarks/train_cpu.py                 # the default run (threads: torch's default)
+    python benchmarks/train_cpu.py --threads 1 --iters 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+
+from deeplab_lessons import config
+from deeplab_lessons.train import TrainConfig, train
+
+TARGET_MIOU = 0.80
+TARGET_SECONDS = 180.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--iters", type=int, default=None, help="override the default number of iterations")
+    parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N iterations")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    overrides = {"iterations": args.iters} if args.iters else {}
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(out=out, progress=False, eval_every=args.eval_every, **overrides)
+        config.voc_root()                                   # generate the embedded set outside the timing
+        load_before = os.getloadavg()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = train(cfg)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        load_after = os.getloadavg()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    eval_seconds = wall - result.train_seconds
+    train_cpu = cpu * result.train_seconds / wall
+    idle_estimate = train_cpu / threads
+    miou = result.metrics["mean_iou"]
+    print(f"config: model={cfg.model} width={cfg.width} norm={cfg.norm} crop={cfg.crop_size} batch={cfg.batch_size} "
+          f"iterations={cfg.iterations} optimizer={cfg.optimizer} lr={cfg.lr}")
+    print(f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s); "
+          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(f"training: {result.train_seconds:.1f} s wall ({result.train_seconds / cfg.iterations:.3f} s/iteration), "
+          f"{result.images_per_second:.1f} training images/s (crops of {cfg.crop_size} px)")
+    print(f"evaluation: {eval_seconds:.1f} s wall for the val split(s)")
+    print(f"process CPU time: {cpu:.1f} s; training share {train_cpu:.1f} s; "
+          f"idle-machine estimate {idle_estimate:.1f} s of training")
+    print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
+    for it, value in zip(result.history["eval_iteration"], result.history["mean_iou"]):
+        print(f"  iteration {it:5d}: mean IoU {value:.4f}")
+    print(f"mean IoU on the embedded val set: {miou:.4f} (pixel accuracy {result.metrics['pixel_accuracy']:.4f})")
+    ok_miou = miou >= TARGET_MIOU
+    print(f"target mIoU >= {TARGET_MIOU}: {'met' if ok_miou else 'NOT met'}; "
+          f"target <= {TARGET_SECONDS:.0f} s of training on an idle 2-core CPU: measured {result.train_seconds:.0f} s "
+          f"here, estimated {idle_estimate:.0f} s idle")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
