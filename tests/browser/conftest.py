@@ -37,9 +37,11 @@ import nbformat
 import pytest
 
 try:  # the suite skips itself without Playwright
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import Locator, Page, sync_playwright
 except ImportError as _err:  # pragma: no cover - depends on the environment
     sync_playwright = None
+    PlaywrightError = RuntimeError
     _PLAYWRIGHT_ERROR = f"playwright is not importable ({_err}); `make setup` installs it"
 else:
     _PLAYWRIGHT_ERROR = ""
@@ -244,7 +246,7 @@ def lab(chromium, jupyter_lab, tmp_path) -> LabDriver:
         (tmp_path / "console.txt").write_text("\n".join(console))
         try:
             page.screenshot(path=str(tmp_path / "last.png"), full_page=False)
-        except Exception:  # the page may already be gone; the screenshot is only a debugging aid
+        except PlaywrightError:  # the page may already be gone; the screenshot is only a debugging aid
             pass
         context.close()
         try:
