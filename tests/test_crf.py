@@ -303,3 +303,31 @@ def test_package_works_without_pydensecrf(small_case, monkeypatch):
     assert dense_crf(image, probs).shape == probs.shape
     with pytest.raises(ImportError, match="pydensecrf2"):
         dense_crf(image, probs, backend="pydensecrf")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the CRF runs: after or before upsampling
+
+
+def test_refine_in_both_orders():
+    from deeplab_lessons.crf.pipeline import downsample_image, refine
+    from deeplab_lessons.models.common import upsample_logits
+
+    image, labels = synthesize_image(5, 0, size=(64, 80))
+    torch.manual_seed(0)
+    logits = torch.randn(4, 8, 10)
+    up = refine(image, logits, CRFParams(iterations=3))
+    expected = dense_crf(image, torch.softmax(upsample_logits(logits[None], (64, 80), 8)[0], 0),
+                         CRFParams(iterations=3))
+    torch.testing.assert_close(up, expected)
+    # with both weights 0 the stride-8 CRF is the softmax, and only the upsampling remains
+    first = refine(image, logits, CRFParams(bi_w=0, pos_w=0), order="crf_first")
+    assert first.shape == (4, 64, 80)
+    torch.testing.assert_close(first, upsample_logits(torch.softmax(logits, 0)[None], (64, 80), 8)[0],
+                               atol=1e-4, rtol=0)
+    small = downsample_image(torch.from_numpy(image), (8, 10), 8)
+    assert small.shape == (8, 10, 3) and small.dtype == torch.uint8
+    # the box centred on (0, 0) covers rows/cols 0..4
+    np.testing.assert_allclose(small[0, 0].numpy(), image[:5, :5].reshape(-1, 3).mean(0), atol=0.51)
+    with pytest.raises(ValueError, match="order"):
+        refine(image, logits, order="sideways")

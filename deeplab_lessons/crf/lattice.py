@@ -20,9 +20,11 @@ the same blur order and the same "magic" output scale ``alpha = 1 / (1 + 2^-d)``
 The construction is vectorised over all pixels (and all images of a batch): lattice points are
 encoded as int64 keys, deduplicated with ``torch.unique(return_inverse=True)``, and each blur
 neighbour is found with ``torch.searchsorted`` (a neighbour's key is the point's key plus a
-constant, because the encoding is linear). The three operators are stored as CSR matrices, so a
-filter pass is 2 + (d+1) sparse-dense products, for all label channels at once, on CPU or GPU,
-and differentiable with respect to the filtered values.
+constant, because the encoding is linear). The operators are stored as fixed sparse maps
+("bags": for each output row, the input rows and weights it sums) applied with
+``F.embedding_bag``, so a filter pass is 2 + (d+1) sparse products for all label channels at
+once, on CPU or GPU, and differentiable with respect to the filtered values (the backward pass
+applies the transposed maps, also precomputed).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class PermutohedralLattice:
     Build once per image and kernel, then call :meth:`filter` any number of times (every
     mean-field iteration, every label, every weight setting).
 
-    Attributes: ``num_points`` (M, lattice points of all images), ``dim`` (d), and the CSR
+    Attributes: ``num_points`` (M, lattice points of all images), ``dim`` (d), and the sparse
     operators ``splat`` [M, B*N], ``blur`` (d+1 of [M, M]), ``slice`` [B*N, M].
     """
 
