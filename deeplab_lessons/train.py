@@ -519,6 +519,9 @@ def save_checkpoint(state: dict, path: Path | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 -> the usual file mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
