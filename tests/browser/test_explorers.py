@@ -1,13 +1,15 @@
 """The lessons' widget explorers as a learner meets them: JupyterLab in Chromium.
 
 Each test opens a copy of a lesson notebook in the Lab (the committed notebook is untouched),
-runs its cells with Run > Run All Cells, waits for the explorer to render, moves sliders with
-the keyboard and checks that the figure redrew: a new image (``src``) and different pixels,
-with no error output in any cell. The time from key press to the new image being decoded is
-measured in the page and printed in the terminal summary (targets on an idle 2-core CPU:
-0.5 s for the receptive-field and dilation explorers, 1.5 s for the CRF explorer). Screenshots of every state go
-to the test's tmp dir; with ``DEEPLAB_SCREENSHOTS=<folder>`` the explorer's screenshot is also
-written there (``make``-free way to refresh ``docs/img/``).
+runs its cells with Run > Run All Cells (for lesson 06 a copy that ends at the explorer's
+cell), waits for the explorer to render, moves sliders with the keyboard and checks that the
+figure redrew: a new image (``src``) and different pixels, with no error output in any cell.
+The time from key press to the new image being decoded is measured in the page and printed
+in the terminal summary (targets on an idle 2-core CPU: 0.5 s for the receptive-field and
+dilation explorers, 1.5 s for the CRF explorer). Screenshots of every state go to the test's
+tmp dir; with ``DEEPLAB_SCREENSHOTS=<folder>`` each explorer's first screenshot is also
+written there, which is how ``docs/img/`` is refreshed:
+``DEEPLAB_SCREENSHOTS=docs/img .venv/bin/python -m pytest tests/browser``.
 """
 
 from __future__ import annotations
