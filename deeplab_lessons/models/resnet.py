@@ -63,23 +63,26 @@ class DilatedResNet(nn.Module):
 
     ``forward(x)`` returns ``{"low_level": layer1 features (stride 4), "out": layer4 features
     (stride output_stride)}``; ``x`` is an ImageNet-normalised float batch ``[N, 3, H, W]``.
-    Attributes ``output_stride``, ``low_level_channels`` and ``out_channels`` describe the result.
+    ``name`` is ``"resnet50"`` or ``"resnet101"`` (the unit counts of :data:`RESNET_UNITS`).
+    Attributes ``name``, ``output_stride``, ``low_level_channels`` and ``out_channels`` describe it.
     """
 
-    def __init__(self, units: Sequence[int] = RESNET_UNITS["resnet50"], output_stride: int = 16,
+    def __init__(self, name: str = "resnet50", output_stride: int = 16,
                  multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
+        if name not in RESNET_UNITS:
+            raise ValueError(f"backbone must be one of {sorted(RESNET_UNITS)}, got {name!r}")
         if output_stride not in _DILATED_LAYERS:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         _check_width(width)
-        if len(units) != 4 or any(int(n) < 1 for n in units):
-            raise ValueError(f"units must give 4 positive unit counts (layer1..layer4), got {tuple(units)!r}")
+        units = RESNET_UNITS[name]
         if multi_grid is not None:
             multi_grid = tuple(int(r) for r in multi_grid)
             if len(multi_grid) != units[3] or any(r < 1 for r in multi_grid):
                 raise ValueError(f"multi_grid must give one positive rate per unit of layer4 "
                                  f"({units[3]} units), got {multi_grid!r}")
+        self.name = name
         self.output_stride = output_stride
         self.multi_grid = multi_grid
         self.width = width
@@ -265,14 +268,12 @@ def imagenet_resnet_state_dict(backbone: str = "resnet50") -> dict[str, torch.Te
 
 def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None, width: float,
              pretrained_backbone: bool, aspp_dropout: float) -> tuple[DilatedResNet, ASPP, int]:
-    if backbone not in RESNET_UNITS:
-        raise ValueError(f"backbone must be one of {sorted(RESNET_UNITS)}, got {backbone!r}")
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16 (DeepLab v3 Sec. 3.2), got {output_stride!r}")
     _check_width(width)
     if pretrained_backbone and width != 1.0:
         raise ValueError(f"pretrained_backbone=True needs width=1.0 (ImageNet weights), got width={width}")
-    trunk = DilatedResNet(RESNET_UNITS[backbone], output_stride, multi_grid, width)
+    trunk = DilatedResNet(backbone, output_stride, multi_grid, width)
     if pretrained_backbone:
         transplant_resnet(trunk, imagenet_resnet_state_dict(backbone))
     aspp_channels = scaled_channels(256, width)
