@@ -264,3 +264,13 @@ def test_classifier_parameters_split(builder):
     assert len(cls) + len(rest) == len(list(model.parameters()))
     assert not {id(p) for p in cls} & {id(p) for p in rest}
     assert float(model.classifier.weight.detach().std()) < 0.02  # N(0, 0.01) init, as v1's fc8
+
+
+def test_registry_builds_v3_models_by_name():
+    from deeplab_lessons.train import build_model
+
+    model = build_model("v3plus", num_classes=3, width=SMALL)
+    assert isinstance(model, R.DeepLabV3Plus) and model.output_stride == 4
+    assert model.backbone.name == "resnet50"  # what the trainer passes to imagenet_resnet_state_dict
+    assert R.deeplab_v3(backbone="resnet101", width=SMALL).backbone.name == "resnet101"
+    assert build_model("v3", num_classes=3, width=SMALL, output_stride=8).output_stride == 8
