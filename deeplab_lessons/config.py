@@ -84,7 +84,7 @@ class LessonSettings:
 
 
 CPU_SETTINGS = LessonSettings(
-    scale="cpu", width=0.25, crop_size=128, batch_size=8, iterations=600,
+    scale="cpu", width=0.25, crop_size=128, batch_size=8, iterations=300,
     eval_scales=(0.75, 1.0, 1.25), num_workers=0,
 )
 GPU_SETTINGS = LessonSettings(

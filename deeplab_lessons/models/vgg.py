@@ -362,7 +362,9 @@ def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     if not path.is_file():
         if not download:
-            raise FileNotFoundError(f"ImageNet VGG16 weights not found at {path}: pass download=True on a machine "
+            home = Path.home()
+            shown = f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+            raise FileNotFoundError(f"ImageNet VGG16 weights not found at {shown}: pass download=True on a machine "
                                     "with internet (528 MB), or train from random initialisation")
         return weights.get_state_dict(progress=True)
     return torch.load(path, map_location="cpu", weights_only=True)
