@@ -47,13 +47,14 @@ run: data  ## execute every notebook headless into build/ (executed .ipynb + HTM
 notebooks: data  ## re-execute the notebooks in place, so the committed outputs are fresh
 	$(PY) tools/run_notebooks.py --inplace $(NB)
 
-test: setup data  ## unit tests, then every notebook executed and checked with nbval
+test: test-unit test-notebooks  ## unit tests, then every notebook executed and checked with nbval
+
+test-unit: setup  ## unit tests only (tests/, browser tests included when Chromium is installed)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
+
+test-notebooks: data  ## execute every notebook with nbval (NB=notebooks/05_*.ipynb for one)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg $(NB)
-
-test-unit: setup  ## unit tests only
-	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
 
 bench: setup data  ## benchmarks/: measured ratios against the references
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
