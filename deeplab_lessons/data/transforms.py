@@ -24,10 +24,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from deeplab_lessons.models.common import IMAGENET_MEAN
+
 from .palette import IGNORE_INDEX
 
-#: ImageNet RGB mean in uint8 units: the value padded image pixels get (zero after normalisation).
-IMAGE_MEAN_UINT8: tuple[int, int, int] = (124, 116, 104)
+#: ImageNet RGB mean in uint8 units, (124, 116, 104): the value padded image pixels get (zero
+#: after :func:`deeplab_lessons.models.common.normalize`).
+IMAGE_MEAN_UINT8: tuple[int, int, int] = tuple(round(255 * m) for m in IMAGENET_MEAN)
 
 JointTransform = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
 
