@@ -57,6 +57,7 @@ from deeplab_lessons.data.transforms import train_transforms
 from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
+from deeplab_lessons.models.init import looks_linear_
 
 #: Format tag stored in every checkpoint this module writes.
 CHECKPOINT_FORMAT = "deeplab_lessons.train/1"
@@ -118,8 +119,16 @@ def available_models() -> list[str]:
     return [name for name in list(MODEL_SPECS) + list(_EXTRA_MODELS) if _builder(name) is not None]
 
 
+#: Initialisations of a model trained without ImageNet weights (:func:`build_model`'s ``init``).
+INITS = ("auto", "he", "looks-linear")
+
+#: Models ``init="auto"`` starts looks-linear: the plain VGG chains with odd kernels.
+_LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s")
+
+
 def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str = "none",
-                pretrained: bool = False, **kwargs: Any) -> nn.Module:
+                pretrained: bool = False, init: str = "he", dropout: float | None = None,
+                **kwargs: Any) -> nn.Module:
     """Build a model by its short name (``largefov``, ``deeplab-7x7``, ``aspp-l``, ``aspp-s``, ``v3``, ``v3plus``).
 
     ``width`` scales every channel count (1.0 = the paper's network). ``norm`` is applied with
@@ -127,7 +136,17 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
     ImageNet weights into the backbone first (VGG16 for v1/v2, ResNet for v3/v3+; they must be
     cached or downloadable). Extra keyword arguments go to the builder when it accepts them
     (e.g. ``output_stride`` for ``v3``); others are rejected with a ``ValueError``.
+
+    ``init`` (without ``pretrained``): ``"he"``, the builders' He / N(0, 0.01) start;
+    ``"looks-linear"``, :func:`deeplab_lessons.models.init.looks_linear_` on every layer but the
+    classifier (plain VGG chains only); ``"auto"``, looks-linear for the v1/v2 VGG models with odd
+    kernels and He for the others. ``dropout`` sets the probability of every ``nn.Dropout``
+    (``None`` keeps the model's own: 0.5 after v1/v2's fc6 and fc7).
     """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1) or None, got {dropout!r}")
     build = _builder(name)
     if build is None:
         known = ", ".join(MODEL_SPECS) + (", " + ", ".join(_EXTRA_MODELS) if _EXTRA_MODELS else "")
@@ -148,6 +167,12 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
         raise ValueError(f"model {name!r} has no output_stride attribute (input pixels per logit)")
     if pretrained and "pretrained_backbone" not in params:
         _load_pretrained(model, name)
+    elif not pretrained and (init == "looks-linear" or (init == "auto" and name in _LOOKS_LINEAR_MODELS)):
+        looks_linear_(model, skip=classifier_parameters(model))
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = float(dropout)
     return set_norm(model, norm)
 
 
@@ -256,6 +281,10 @@ class TrainConfig:
     scale_max: float = _opt(1.5, "largest random rescale of a training image")
     flip: bool = _opt(True, "random left-right flips")
     pretrained: bool = _opt(False, "start from torchvision ImageNet weights (needs them cached or internet)")
+    init: str = _opt("auto", "start without ImageNet weights: looks-linear (plain VGG nets train in minutes), he, "
+                             "or auto (looks-linear for the VGG models, he for the ResNets)")
+    dropout: float | None = _opt(0.0, "probability of every dropout layer; unset: the model's own (0.5 after "
+                                      "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
     freeze_bn: bool | None = _opt(None, "keep BatchNorm statistics fixed; unset: when pretrained and batch < 16")
     amp: bool | None = _opt(None, "mixed precision; unset: on with CUDA, off on CPU")
     num_workers: int = _opt(0, "DataLoader worker processes (0: load in the training process)")
@@ -288,6 +317,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.norm not in NORMS:
             raise ValueError(f"TrainConfig: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.init not in INITS:
+            raise ValueError(f"TrainConfig: init must be one of {INITS}, got {self.init!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainConfig: dropout must be in [0, 1) or unset, got {self.dropout!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"TrainConfig: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.stop_at is not None and not 0 < self.stop_at <= self.iterations:
@@ -301,15 +334,17 @@ class TrainConfig:
 
         Width, crop, batch and workers come from the settings. On the CPU scale the iterations and
         optimiser are this class's defaults (sized for 3 minutes on 2 cores from random
-        initialisation); on the GPU scale the papers' recipe applies (SGD, base lr 1e-3, ImageNet
-        weights, no added normalisation, the settings' iterations, multi-scale + flip evaluation).
+        initialisation: BatchNorm, looks-linear init, AdamW, no dropout); on the GPU scale the
+        papers' recipe applies (SGD, base lr 1e-3, ImageNet weights, no added normalisation,
+        dropout 0.5, the settings' iterations, multi-scale + flip evaluation).
         ``overrides`` replace any field.
         """
         s = settings if settings is not None else config.lesson_settings()
         values: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
                                   "num_workers": s.num_workers}
         if s.scale == "gpu":
-            values.update(iterations=s.iterations, optimizer="sgd", lr=1e-3, pretrained=True, norm="none", eval_scales=tuple(s.eval_scales), eval_flip=True)
+            values.update(iterations=s.iterations, optimizer="sgd", lr=1e-3, pretrained=True, norm="none",
+                          dropout=None, eval_scales=tuple(s.eval_scales), eval_flip=True)
         values.update(overrides)
         return cls(**values)
 
@@ -321,7 +356,7 @@ class TrainConfig:
 #: Fields that define the trajectory of a run: a resumed run must agree on them.
 _RUN_FIELDS = ("model", "train_split", "num_classes", "width", "norm", "crop_size", "batch_size", "iterations", "optimizer", "lr",
                "classifier_lr_mult", "momentum", "weight_decay", "poly_power", "scale_min", "scale_max", "flip",
-               "pretrained", "freeze_bn", "amp", "seed")
+               "pretrained", "init", "dropout", "freeze_bn", "amp", "seed")
 
 
 def poly_lr(base_lr: float, iteration: int, iterations: int, power: float = 0.9) -> float:
@@ -679,7 +714,7 @@ def _train(cfg, callback, tqdm, rank, world, device, amp, out) -> TrainResult:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width, norm=cfg.norm,
-                        pretrained=cfg.pretrained)
+                        pretrained=cfg.pretrained, init=cfg.init, dropout=cfg.dropout)
     model.to(device)
     freeze_bn = (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn
 
@@ -875,7 +910,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "eval_scales":
             parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=None, help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str, "str | None": str, "int | None": int}[f.type]
+            kind = {"int": int, "float": float, "str": str, "str | None": str, "int | None": int,
+                    "float | None": float}[f.type]
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     return parser
 

@@ -118,3 +118,19 @@ def test_ensure_embedded_refuses_to_overwrite_real_voc(tmp_path):
     real.mkdir(parents=True)
     with pytest.raises(FileExistsError, match="not the embedded one"):
         ensure_embedded_voc(tmp_path, n_train=2, n_val=1, size=(40, 40))
+
+
+def test_each_class_has_its_own_saturated_colour_and_backgrounds_are_grey():
+    from deeplab_lessons.data.synthetic import CLASS_COLOURS
+
+    colours = CLASS_COLOURS[1:]
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + 1e3 * np.eye(20)
+    assert gaps.min() > 40                                   # any two classes differ by > 40 RGB levels
+    assert (colours.max(1) - colours.min(1)).min() > 90      # every class colour is saturated
+    image, labels = synthesize_image(seed=0, index=4, size=(96, 128), void_width=1)
+    pixels = image.astype(float)
+    chroma = pixels.max(-1) - pixels.min(-1)
+    assert np.median(chroma[labels == 0]) < 40               # the background is nearly grey
+    for c in set(np.unique(labels).tolist()) - {0, 255}:
+        mean = pixels[labels == c].mean(0)
+        assert np.linalg.norm(mean - CLASS_COLOURS[c]) < 25, (c, mean, CLASS_COLOURS[c])

@@ -1,0 +1,80 @@
+"""Initialising a plain VGG-style DeepLab so that it trains from random numbers in minutes.
+
+The papers never train DeepLab from scratch: v1/v2 start from ImageNet VGG16 weights. Without
+them (nothing is downloaded in the CPU lessons), a 16-layer plain network with the usual He
+initialisation spends hundreds of steps predicting "background everywhere": at initialisation
+every output mixes a large window of random features, and the colour of the pixel it should
+label is mostly lost on the way through 15 ReLU layers, the max pools and fc6's rate-12 taps.
+
+:func:`looks_linear_` gives every convolution a *looks-linear, delta-orthogonal* start:
+
+- **delta**: only the kernel's centre tap is non-zero (Xiao et al., "Dynamical Isometry and a
+  Mean Field Theory of CNNs", arXiv 1806.05393, Sec. 2.3), so each layer starts as a 1x1 map and
+  a dilated fc6 does not yet mix distant image regions;
+- **looks linear**: the centre tap is an orthogonal matrix ``M`` used in mirrored pairs,
+  ``[[M, -M], [-M, M]]`` (Balduzzi et al., "The Shattered Gradients Problem", arXiv 1702.08591,
+  Sec. 5), so that ``relu(h) - relu(-h) = h`` and the network starts as an orthogonal *linear*
+  map of its input (up to the max pools). Colour reaches the classifier intact; the non-linearity
+  and the spatial context are learnt during training.
+
+BatchNorm keeps the pairs mirrored (``BN(-h) = -BN(h)`` with its initial scale 1 and shift 0).
+The scheme needs a plain chain of convolutions; it is not meant for ResNets, whose identity
+shortcuts already carry the input forward.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def _pair_matrix(out_channels: int, in_channels: int, first: bool) -> torch.Tensor:
+    """The centre tap ``[out, in]``: ``[M; -M]`` on an image input, ``[[M, -M], [-M, M]]`` after a paired layer."""
+    half_out = out_channels // 2
+    half_in = in_channels if first else in_channels // 2
+    m = torch.empty(half_out, half_in)
+    nn.init.orthogonal_(m)
+    if first:
+        return torch.cat([m, -m], 0)
+    return torch.cat([torch.cat([m, -m], 1), torch.cat([-m, m], 1)], 0)
+
+
+@torch.no_grad()
+def looks_linear_(model: nn.Module, skip: Iterable[nn.Parameter] = (), image_channels: int = 3) -> nn.Module:
+    """Looks-linear delta-orthogonal initialisation of every ``Conv2d`` in ``model`` (in place; returns it).
+
+    Args:
+        model: a plain chain of convolutions (DeepLab v1 / v2 on VGG16). Convolutions are taken
+            in ``model.modules()`` order; one whose input has ``image_channels`` channels is
+            treated as reading the image (not yet paired), every other one as reading the
+            mirrored pairs of the layer before (v2's four parallel fc6 all read the trunk).
+        skip: parameters of layers to leave alone, e.g. ``model.classifier_parameters()``
+            (the classifiers keep their N(0, 0.01) start).
+        image_channels: channels of the network input (3, RGB).
+
+    The orthogonal matrices come from torch's global generator (``torch.manual_seed`` first).
+
+    Each weight becomes zero except its centre tap (the paired orthogonal matrix, scaled by the
+    ReLU gain sqrt(2)); biases become zero. A layer with an odd number of output channels keeps
+    its last channel at zero; an even kernel size has no centre tap and is rejected.
+    """
+    skip_ids = {id(p) for p in skip}
+    gain = nn.init.calculate_gain("relu")
+    for module in model.modules():
+        if not isinstance(module, nn.Conv2d) or id(module.weight) in skip_ids:
+            continue
+        out_channels, in_channels, kh, kw = module.weight.shape
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"looks_linear_: a {kh}x{kw} kernel has no centre tap; use He init for "
+                             f"even kernels (e.g. DeepLab v1's 4x4 fc6)")
+        if module.groups != 1:
+            raise ValueError("looks_linear_: grouped convolutions are not supported")
+        first = in_channels == image_channels
+        centre = _pair_matrix(out_channels, in_channels, first)
+        module.weight.zero_()
+        module.weight[:centre.shape[0], :centre.shape[1], kh // 2, kw // 2] = gain * centre
+        if module.bias is not None:
+            module.bias.zero_()
+    return model
