@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     idle_estimate = train_cpu / threads
     miou = result.metrics["mean_iou"]
     print(f"config: model={cfg.model} width={cfg.width} norm={cfg.norm} crop={cfg.crop_size} batch={cfg.batch_size} "
-          f"iterations={cfg.iterations} optimizer={cfg.optimizer} lr={cfg.lr}")
+          f"iterations={cfg.iterations} optimizer={cfg.optimizer} lr={cfg.lr} init={cfg.init} dropout={cfg.dropout}")
     print(f"torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPU(s); "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(f"training: {result.train_seconds:.1f} s wall ({result.train_seconds / cfg.iterations:.3f} s/iteration), "
