@@ -57,7 +57,7 @@ from deeplab_lessons.data.transforms import train_transforms
 from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
-from deeplab_lessons.models.init import looks_linear_
+from deeplab_lessons.models.init import looks_linear_, zero_residual_
 
 #: Format tag stored in every checkpoint this module writes.
 CHECKPOINT_FORMAT = "deeplab_lessons.train/1"
@@ -120,10 +120,12 @@ def available_models() -> list[str]:
 
 
 #: Initialisations of a model trained without ImageNet weights (:func:`build_model`'s ``init``).
-INITS = ("auto", "he", "looks-linear")
+INITS = ("auto", "he", "looks-linear", "zero-residual")
 
-#: Models ``init="auto"`` starts looks-linear: the plain VGG chains with odd kernels.
+#: Models ``init="auto"`` starts looks-linear (the plain VGG chains with odd kernels) or with
+#: zero-initialised residual branches (the ResNets).
 _LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s")
+_ZERO_RESIDUAL_MODELS = ("v3", "v3plus")
 
 
 def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str = "none",
@@ -139,8 +141,9 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
 
     ``init`` (without ``pretrained``): ``"he"``, the builders' He / N(0, 0.01) start;
     ``"looks-linear"``, :func:`deeplab_lessons.models.init.looks_linear_` on every layer but the
-    classifier (plain VGG chains only); ``"auto"``, looks-linear for the v1/v2 VGG models with odd
-    kernels and He for the others. ``dropout`` sets the probability of every ``nn.Dropout``
+    classifier (plain VGG chains only); ``"zero-residual"``, He plus
+    :func:`deeplab_lessons.models.init.zero_residual_` (ResNets); ``"auto"``, looks-linear for the
+    v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout`` sets the probability of every ``nn.Dropout``
     (``None`` keeps the model's own: 0.5 after v1/v2's fc6 and fc7).
     """
     if init not in INITS:
@@ -167,13 +170,16 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
         raise ValueError(f"model {name!r} has no output_stride attribute (input pixels per logit)")
     if pretrained and "pretrained_backbone" not in params:
         _load_pretrained(model, name)
-    elif not pretrained and (init == "looks-linear" or (init == "auto" and name in _LOOKS_LINEAR_MODELS)):
+    set_norm(model, norm)
+    if not pretrained and (init == "looks-linear" or (init == "auto" and name in _LOOKS_LINEAR_MODELS)):
         looks_linear_(model, skip=classifier_parameters(model))
+    elif not pretrained and (init == "zero-residual" or (init == "auto" and name in _ZERO_RESIDUAL_MODELS)):
+        zero_residual_(model)
     if dropout is not None:
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = float(dropout)
-    return set_norm(model, norm)
+    return model
 
 
 #: Normalisation choices of :func:`set_norm`.
@@ -281,8 +287,9 @@ class TrainConfig:
     scale_max: float = _opt(1.5, "largest random rescale of a training image")
     flip: bool = _opt(True, "random left-right flips")
     pretrained: bool = _opt(False, "start from torchvision ImageNet weights (needs them cached or internet)")
-    init: str = _opt("auto", "start without ImageNet weights: looks-linear (plain VGG nets train in minutes), he, "
-                             "or auto (looks-linear for the VGG models, he for the ResNets)")
+    init: str = _opt("auto", "start without ImageNet weights: looks-linear (plain VGG nets train in minutes), "
+                             "zero-residual (ResNets: every block starts as the identity), he, or auto "
+                             "(looks-linear for the VGG models, zero-residual for the ResNets)")
     dropout: float | None = _opt(0.0, "probability of every dropout layer; unset: the model's own (0.5 after "
                                       "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
     freeze_bn: bool | None = _opt(None, "keep BatchNorm statistics fixed; unset: when pretrained and batch < 16")

@@ -74,3 +74,19 @@ def test_build_model_auto_init():
         build_model("largefov", width=0.125, init="xavier")
     with pytest.raises(ValueError, match="dropout"):
         build_model("largefov", width=0.125, dropout=1.5)
+
+
+def test_zero_residual_blocks_start_as_identity():
+    from deeplab_lessons.models import DilatedResNet
+    from deeplab_lessons.models.init import zero_residual_
+
+    torch.manual_seed(0)
+    trunk = DilatedResNet("resnet50", output_stride=16, width=0.125).eval()
+    zero_residual_(trunk)
+    block = trunk.layer2[1]                                     # no downsample: x + F(x) with F = 0
+    x = torch.rand(1, block.conv1.in_channels, 6, 7)            # post-ReLU input, non-negative
+    torch.testing.assert_close(block(x), x)
+    with pytest.raises(ValueError, match="residual"):
+        zero_residual_(_chain())
+    v3 = build_model("v3", width=0.125, init="auto")
+    assert all(float(m.bn3.weight.detach().abs().max()) == 0 for m in v3.modules() if hasattr(m, "bn3"))

@@ -18,8 +18,12 @@ label is mostly lost on the way through 15 ReLU layers, the max pools and fc6's 
   and the spatial context are learnt during training.
 
 BatchNorm keeps the pairs mirrored (``BN(-h) = -BN(h)`` with its initial scale 1 and shift 0).
-The scheme needs a plain chain of convolutions; it is not meant for ResNets, whose identity
-shortcuts already carry the input forward.
+The scheme needs a plain chain of convolutions.
+
+:func:`zero_residual_` is the ResNet counterpart: the last BatchNorm of every residual block
+starts with scale 0 (Goyal et al., "Accurate, Large Minibatch SGD", arXiv 1706.02677, Sec. 5.1;
+torchvision's ``zero_init_residual``), so every block starts as the identity and the untrained
+network is its stem followed by the shortcuts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 def _pair_matrix(out_channels: int, in_channels: int, first: bool) -> torch.Tensor:
@@ -77,4 +82,23 @@ def looks_linear_(model: nn.Module, skip: Iterable[nn.Parameter] = (), image_cha
         module.weight[:centre.shape[0], :centre.shape[1], kh // 2, kw // 2] = gain * centre
         if module.bias is not None:
             module.bias.zero_()
+    return model
+
+
+@torch.no_grad()
+def zero_residual_(model: nn.Module) -> nn.Module:
+    """Zero the scale of the last norm layer in every torchvision ``Bottleneck`` / ``BasicBlock`` (in place; returns it).
+
+    Each residual block ``x + F(x)`` then starts as ``x``. Raises ``ValueError`` when ``model``
+    has no such block (a plain network: use :func:`looks_linear_`).
+    """
+    blocks = [m for m in model.modules() if isinstance(m, (Bottleneck, BasicBlock))]
+    if not blocks:
+        raise ValueError("zero_residual_: the model has no residual blocks (torchvision Bottleneck/BasicBlock)")
+    for block in blocks:
+        last = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+        if not isinstance(last, (nn.BatchNorm2d, nn.GroupNorm)):
+            raise ValueError(f"zero_residual_: expected a BatchNorm2d or GroupNorm as the block's last norm, "
+                             f"got {type(last).__name__}")
+        nn.init.zeros_(last.weight)
     return model
