@@ -143,8 +143,9 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
     ``"looks-linear"``, :func:`deeplab_lessons.models.init.looks_linear_` on every layer but the
     classifier (plain VGG chains only); ``"zero-residual"``, He plus
     :func:`deeplab_lessons.models.init.zero_residual_` (ResNets); ``"auto"``, looks-linear for the
-    v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout`` sets the probability of every ``nn.Dropout``
-    (``None`` keeps the model's own: 0.5 after v1/v2's fc6 and fc7).
+    v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout``
+    sets the probability of every ``nn.Dropout`` (``None`` keeps the model's own: 0.5 after
+    v1/v2's fc6 and fc7).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -171,9 +172,12 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
     if pretrained and "pretrained_backbone" not in params:
         _load_pretrained(model, name)
     set_norm(model, norm)
-    if not pretrained and (init == "looks-linear" or (init == "auto" and name in _LOOKS_LINEAR_MODELS)):
+    if init == "auto":
+        init = ("looks-linear" if name in _LOOKS_LINEAR_MODELS
+                else "zero-residual" if name in _ZERO_RESIDUAL_MODELS else "he")
+    if not pretrained and init == "looks-linear":
         looks_linear_(model, skip=classifier_parameters(model))
-    elif not pretrained and (init == "zero-residual" or (init == "auto" and name in _ZERO_RESIDUAL_MODELS)):
+    elif not pretrained and init == "zero-residual":
         zero_residual_(model)
     if dropout is not None:
         for module in model.modules():
