@@ -15,8 +15,7 @@ import time
 import torch
 
 from deeplab_lessons import config
-from deeplab_lessons.models import deeplab_v1, deeplab_v2
-from deeplab_lessons.models.common import conv_macs
+from deeplab_lessons.models import conv_macs, deeplab_v1, deeplab_v2
 
 PAPER_SPEEDUP = 3.36
 

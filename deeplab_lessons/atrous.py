@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .receptive_field import LayerSpec, _output_length, _pair, trace_spatial_layers
+from .receptive_field import LayerSpec, as_pair, output_length, trace_spatial_layers
 
 __all__ = ["dilate_kernel", "AtrousMaxPool2d", "remove_strides", "atrous_equivalence_error"]
 
@@ -60,19 +60,19 @@ class AtrousMaxPool2d(nn.MaxPool2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel, stride = _pair(self.kernel_size), _pair(self.stride)
-        dilation, padding = _pair(self.dilation), _pair(self.padding)
+        kernel, stride = as_pair(self.kernel_size), as_pair(self.stride)
+        dilation, padding = as_pair(self.dilation), as_pair(self.padding)
         padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=float("-inf"))
         out = F.max_pool2d(padded, kernel, stride, 0, dilation, self.ceil_mode)
         if self.ceil_mode:  # PyTorch's rule: the last window starts inside the unpadded input
-            size = [_output_length(n, LayerSpec(k, s, d, p, True))
+            size = [output_length(n, LayerSpec(k, s, d, p, True))
                     for n, k, s, d, p in zip(x.shape[-2:], kernel, stride, dilation, padding)]
             out = out[..., :size[0], :size[1]]
         return out
 
 
 def _scale(value, factor: int) -> tuple[int, int]:
-    return tuple(v * factor for v in _pair(value))
+    return tuple(v * factor for v in as_pair(value))
 
 
 def remove_strides(model: nn.Module, layers: str | Sequence[str], input_size: int | Sequence[int] = 224,
@@ -97,7 +97,7 @@ def remove_strides(model: nn.Module, layers: str | Sequence[str], input_size: in
         raise ValueError("layers must name at least one strided layer")
     model = _copy.deepcopy(model) if copy else model
     traced = trace_spatial_layers(model, input_size, strict=False)
-    strided = [t.name for t in traced if max(_pair(t.module.stride)) > 1]
+    strided = [t.name for t in traced if max(as_pair(t.module.stride)) > 1]
     for name in names:
         if name not in strided:
             raise ValueError(f"remove_strides: {name!r} is not a strided Conv2d/MaxPool2d/AvgPool2d "
@@ -109,7 +109,7 @@ def remove_strides(model: nn.Module, layers: str | Sequence[str], input_size: in
         seen.add(id(t.module))
         layer = t.module
         if factor > 1:
-            if isinstance(layer, nn.AvgPool2d) and _pair(layer.kernel_size) != (1, 1):
+            if isinstance(layer, nn.AvgPool2d) and as_pair(layer.kernel_size) != (1, 1):
                 raise ValueError(f"remove_strides: AvgPool2d {t.name!r} runs after a removed stride "
                                  "but cannot be dilated; replace it by a Conv2d or MaxPool2d")
             if isinstance(layer, nn.Conv2d):
@@ -126,7 +126,7 @@ def remove_strides(model: nn.Module, layers: str | Sequence[str], input_size: in
                 setattr(model.get_submodule(parent_name), child, pool)
                 layer = pool
         if t.name in names:
-            stride = _pair(layer.stride)
+            stride = as_pair(layer.stride)
             if stride[0] != stride[1]:
                 raise ValueError(f"remove_strides: {t.name!r} has a non-square stride {stride}")
             layer.stride = (1, 1)

@@ -1,4 +1,4 @@
-"""Paths, device choice and the one place that sizes the lessons for the machine at hand.
+"""Paths, device and thread choice, and the one place that sizes the lessons for the machine at hand.
 
 Every notebook starts with::
 
@@ -17,10 +17,14 @@ Environment variables override the defaults without editing a notebook:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+__all__ = ["REPO_ROOT", "EMBEDDED_DEFAULT", "data_dir", "device", "is_real_voc", "voc_root", "LessonSettings",
+           "CPU_SETTINGS", "GPU_SETTINGS", "lesson_settings", "in_test", "torch_threads"]
 
 #: Root of the repository (the folder holding ``notebooks/`` and ``data/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +111,21 @@ def lesson_settings(dev: torch.device | str | None = None) -> LessonSettings:
 def in_test() -> bool:
     """True under ``make test`` (nbval / pytest): lessons may shorten long loops and hide progress bars."""
     return os.environ.get("DEEPLAB_TEST", "") not in ("", "0")
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``torch.set_num_threads(count)`` (``None``: leave it), then restore it.
+
+    The CRF explorer uses one thread: a redraw is latency-bound, and on a busy 2-core machine
+    two OpenMP threads stall each other at every operation's barrier.
+    """
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

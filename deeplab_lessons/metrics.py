@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = ["ConfusionMatrix"]
+
 
 class ConfusionMatrix:
     """Accumulates a ``[num_classes, num_classes]`` pixel confusion matrix (rows: truth, columns: prediction).

@@ -35,7 +35,8 @@ from torch import nn
 __all__ = [
     "LayerSpec", "LayerRF", "receptive_fields", "receptive_fields_from_specs", "format_rf_table",
     "trace_spatial_layers", "footprint_1d", "footprint_2d", "level_footprints", "gradient_receptive_field",
-    "gradient_support", "effective_receptive_field",
+    "gradient_support", "effective_receptive_field", "output_length", "as_pair", "SPATIAL_LAYERS",
+    "POINTWISE_LAYERS", "TracedLayer",
 ]
 
 
@@ -99,7 +100,7 @@ def _as_spec(spec) -> LayerSpec:
     return out
 
 
-def _output_length(n_in: int, spec: LayerSpec) -> int:
+def output_length(n_in: int, spec: LayerSpec) -> int:
     """Output length of a conv/pool layer on ``n_in`` pixels, PyTorch's rule (ceil_mode included)."""
     span = spec.dilation * (spec.kernel - 1) + 1
     room = n_in + 2 * spec.padding - span
@@ -114,7 +115,8 @@ def _output_length(n_in: int, spec: LayerSpec) -> int:
     return room // spec.stride + 1
 
 
-def _pair(value) -> tuple[int, int]:
+def as_pair(value) -> tuple[int, int]:
+    """``(h, w)`` from an int or a 2-sequence, as PyTorch's layers store sizes (``3 -> (3, 3)``)."""
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
@@ -133,7 +135,7 @@ def receptive_fields_from_specs(specs: Sequence, input_size: int | Sequence[int]
     kinds = list(kinds) if kinds is not None else ["Conv2d"] * len(specs)
     if len(names) != len(specs) or len(kinds) != len(specs):
         raise ValueError(f"names/kinds must have one entry per spec ({len(specs)})")
-    hw = _pair(input_size) if input_size is not None else None
+    hw = as_pair(input_size) if input_size is not None else None
     size, jump, start = 1, 1, 0.0
     rows = []
     for spec, name, kind in zip(specs, names, kinds):
@@ -142,7 +144,7 @@ def receptive_fields_from_specs(specs: Sequence, input_size: int | Sequence[int]
         start += ((eff - 1) / 2 - spec.padding) * jump
         jump *= spec.stride
         if hw is not None:
-            hw = (_output_length(hw[0], spec), _output_length(hw[1], spec))
+            hw = (output_length(hw[0], spec), output_length(hw[1], spec))
         rows.append(LayerRF(name, kind, spec.kernel, spec.stride, spec.dilation, spec.padding,
                             size, jump, start, hw))
     return rows
@@ -164,16 +166,16 @@ POINTWISE_LAYERS = (
 
 def _geometry(layer: nn.Module) -> tuple[LayerSpec, LayerSpec]:
     """Per-axis (H, W) :class:`LayerSpec` of a Conv2d / MaxPool2d / AvgPool2d."""
-    kernel, stride = _pair(layer.kernel_size), _pair(layer.stride if layer.stride is not None
+    kernel, stride = as_pair(layer.kernel_size), as_pair(layer.stride if layer.stride is not None
                                                       else layer.kernel_size)
-    dilation = _pair(getattr(layer, "dilation", 1))
+    dilation = as_pair(getattr(layer, "dilation", 1))
     ceil = bool(getattr(layer, "ceil_mode", False))
     padding = layer.padding
     if padding == "valid":
         padding = (0, 0)
     elif padding == "same":  # PyTorch pads total d (k - 1), the smaller half first
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-    padding = _pair(padding)
+    padding = as_pair(padding)
     return tuple(LayerSpec(kernel[a], stride[a], dilation[a], padding[a], ceil) for a in (0, 1))
 
 
@@ -212,7 +214,7 @@ def trace_spatial_layers(module: nn.Module, input_size: int | Sequence[int] = 22
     receptive field (the shortcut's field lies inside the main path's); a functional
     convolution or pooling that keeps the map's size is not counted.
     """
-    hw = _pair(input_size)
+    hw = as_pair(input_size)
     if min(hw) < 1:
         raise ValueError(f"input_size must be positive, got {input_size!r}")
     if in_channels is None:
@@ -339,8 +341,8 @@ def receptive_fields(module: nn.Module, input_size: int | Sequence[int] | None =
     for row, t in zip(rows, traced):
         out.append(LayerRF(**{**row.__dict__, "output_size": t.out_hw}))
     # the closed-form output sizes must agree with what the forward pass produced
-    closed_h = receptive_fields_from_specs([s[0] for s in specs_hw], _pair(input_size)[0])
-    closed_w = receptive_fields_from_specs([s[1] for s in specs_hw], _pair(input_size)[1])
+    closed_h = receptive_fields_from_specs([s[0] for s in specs_hw], as_pair(input_size)[0])
+    closed_w = receptive_fields_from_specs([s[1] for s in specs_hw], as_pair(input_size)[1])
     for t, rh, rw in zip(traced, closed_h, closed_w):
         if (rh.output_size[0], rw.output_size[0]) != t.out_hw:
             raise RuntimeError(f"receptive_fields: layer {t.name!r} produced {t.out_hw}, the closed "
@@ -422,7 +424,7 @@ def gradient_receptive_field(module: nn.Module, input_size: int | Sequence[int],
     clipped to the image; its mass concentrates in a much smaller, Gaussian-like *effective*
     receptive field (Luo et al. 2016, arXiv:1701.04128, section 2).
     """
-    hw = _pair(input_size)
+    hw = as_pair(input_size)
     if min(hw) < 1:
         raise ValueError(f"input_size must be positive, got {input_size!r}")
     device = next((p.device for p in module.parameters()), torch.device("cpu"))

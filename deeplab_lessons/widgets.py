@@ -14,8 +14,11 @@ from IPython.display import display
 from matplotlib.figure import Figure
 
 from . import viz
+from .config import torch_threads
 from .atrous import dilate_kernel
 from .receptive_field import LayerRF, footprint_2d, receptive_fields_from_specs
+
+__all__ = ["FigureExplorer", "ReceptiveFieldExplorer", "DilationExplorer", "CRFExplorer"]
 
 
 class FigureExplorer:
@@ -158,13 +161,12 @@ class CRFExplorer(FigureExplorer):
 
     def __init__(self, image, probs, target=None, params=None, crf=None, dpi: int = 72,
                  num_threads: int | None = 1):
-        from .crf import CRFParams, DenseCRF, unary_from_probs
-        from .crf.api import _check_probs
+        from .crf import CRFParams, DenseCRF, check_probs, unary_from_probs
 
         params = params if params is not None else CRFParams()
         self.image = np.asarray(image)
         self.crf = crf if crf is not None else DenseCRF(self.image)
-        probs = _check_probs(probs, self.crf.image)[0]
+        probs = check_probs(probs, self.crf.image)[0]
         self.unary = unary_from_probs(probs.to(self.crf.device, torch.float32))
         self.before = probs.argmax(dim=0).cpu().numpy()
         self.target = None if target is None else np.asarray(target)
@@ -198,7 +200,6 @@ class CRFExplorer(FigureExplorer):
 
     def draw(self, fig: Figure | None) -> Figure:
         start = time.perf_counter()
-        from .crf.api import torch_threads
 
         self.params = self.current_params()
         with torch.no_grad(), torch_threads(self.num_threads):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deeplab_lessons.crf import CRFParams, DenseCRF, PermutohedralLattice, dense_crf, lattice_features
-from deeplab_lessons.crf.naive import gaussian_kernel_matrix, naive_steps
+from deeplab_lessons.crf import gaussian_kernel_matrix, naive_steps
 from deeplab_lessons.data import synthesize_image
 
 HAS_PYDENSECRF = importlib.util.find_spec("pydensecrf") is not None
@@ -310,8 +310,8 @@ def test_package_works_without_pydensecrf(small_case, monkeypatch):
 
 
 def test_refine_in_both_orders():
-    from deeplab_lessons.crf.pipeline import downsample_image, refine
-    from deeplab_lessons.models.common import upsample_logits
+    from deeplab_lessons.crf import downsample_image, refine
+    from deeplab_lessons.models import upsample_logits
 
     image, labels = synthesize_image(5, 0, size=(64, 80))
     torch.manual_seed(0)

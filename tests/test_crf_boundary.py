@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeplab_lessons.crf.boundary import boundary_pixels, trimap_band, trimap_scores
+from deeplab_lessons.crf import boundary_pixels, trimap_band, trimap_scores
 
 
 def square_target(size: int = 21, lo: int = 5, hi: int = 15, void: bool = False) -> np.ndarray:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from deeplab_lessons.models import deeplab_v1
-from deeplab_lessons.models.init import looks_linear_
-from deeplab_lessons.train import build_model, classifier_parameters
+from deeplab_lessons.models import looks_linear_
+from deeplab_lessons.models import build_model, classifier_parameters
 
 
 def _chain() -> nn.Sequential:
@@ -78,7 +78,7 @@ def test_build_model_auto_init():
 
 def test_zero_residual_blocks_start_as_identity():
     from deeplab_lessons.models import DilatedResNet
-    from deeplab_lessons.models.init import zero_residual_
+    from deeplab_lessons.models import zero_residual_
 
     torch.manual_seed(0)
     trunk = DilatedResNet("resnet50", output_stride=16, width=0.125).eval()

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from deeplab_lessons.models import resnet as R
-from deeplab_lessons.models.aspp import ASPP, aspp_rates
+from deeplab_lessons.models import ASPP, aspp_rates
 
 SMALL = 0.125  # width of the tiny test networks
 
@@ -267,7 +267,7 @@ def test_classifier_parameters_split(builder):
 
 
 def test_registry_builds_v3_models_by_name():
-    from deeplab_lessons.train import build_model
+    from deeplab_lessons.models import build_model
 
     model = build_model("v3plus", num_classes=3, width=SMALL)
     assert isinstance(model, R.DeepLabV3Plus) and model.output_stride == 4

@@ -10,20 +10,21 @@ import torch.nn.functional as F
 import torchvision
 
 from deeplab_lessons.atrous import atrous_equivalence_error
+from deeplab_lessons.inference import predict
 from deeplab_lessons.models import (
+    check_vgg16_state_dict,
+    conv_macs,
+    decimation_indices,
     IMAGENET_MEAN,
     IMAGENET_STD,
     deeplab_v1,
     deeplab_v2,
     imagenet_vgg16_state_dict,
     normalize,
-    predict,
     transplant_vgg16,
     upsample_logits,
     vgg16_features,
 )
-from deeplab_lessons.models.common import conv_macs
-from deeplab_lessons.models.vgg import check_vgg16_state_dict, decimation_indices
 
 TINY = 0.125
 

@@ -10,7 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from deeplab_lessons import train as T
+from deeplab_lessons import config
+from deeplab_lessons.data import SampleStream
+from deeplab_lessons.inference import evaluate, predict_proba
+from deeplab_lessons.models import available_models, build_model, classifier_parameters
+from deeplab_lessons.train import (TrainConfig, build_parser, config_from_args, load_checkpoint, load_model, poly_lr,
+                                   train)
 from deeplab_lessons.data import VOCSegmentation, make_synthetic_voc
 
 TINY = dict(model="largefov", width=0.125, crop_size=48, batch_size=2, num_workers=0, progress=False,
@@ -23,75 +28,75 @@ def voc(tmp_path_factory):
 
 
 def test_poly_lr_closed_form():
-    assert T.poly_lr(1e-3, 0, 100) == pytest.approx(1e-3)
-    assert T.poly_lr(1e-3, 50, 100) == pytest.approx(1e-3 * 0.5 ** 0.9)
-    assert T.poly_lr(1e-3, 100, 100) == 0.0
+    assert poly_lr(1e-3, 0, 100) == pytest.approx(1e-3)
+    assert poly_lr(1e-3, 50, 100) == pytest.approx(1e-3 * 0.5 ** 0.9)
+    assert poly_lr(1e-3, 100, 100) == 0.0
     with pytest.raises(ValueError):
-        T.poly_lr(1e-3, 101, 100)
+        poly_lr(1e-3, 101, 100)
 
 
 def test_sample_stream_is_a_function_of_position():
-    stream = list(T.SampleStream(5, 2, seed=3, start=0, stop=5))
+    stream = list(SampleStream(5, 2, seed=3, start=0, stop=5))
     indices = [i for batch in stream for i, _ in batch]
     assert sorted(indices[:5]) == list(range(5)) and sorted(indices[5:10]) == list(range(5))   # epochs
-    assert list(T.SampleStream(5, 2, seed=3, start=2, stop=5)) == stream[2:]                    # resumable
+    assert list(SampleStream(5, 2, seed=3, start=2, stop=5)) == stream[2:]                    # resumable
     # two processes with batch 2 see exactly the samples of one process with batch 4
-    single = list(T.SampleStream(7, 4, seed=1, start=0, stop=3))
-    ranks = [list(T.SampleStream(7, 2, seed=1, start=0, stop=3, rank=r, world_size=2)) for r in (0, 1)]
+    single = list(SampleStream(7, 4, seed=1, start=0, stop=3))
+    ranks = [list(SampleStream(7, 2, seed=1, start=0, stop=3, rank=r, world_size=2)) for r in (0, 1)]
     assert [a + b for a, b in zip(*ranks)] == single
 
 
 def test_registry_and_norm():
-    names = T.available_models()
+    names = available_models()
     assert {"largefov", "deeplab-7x7", "aspp-l", "aspp-s", "v3", "v3plus"} <= set(names)
     with pytest.raises(ValueError, match="unknown or unavailable model 'nope'"):
-        T.build_model("nope")
-    plain = T.build_model("largefov", width=0.125)
-    normed = T.build_model("largefov", width=0.125, norm="batch")
+        build_model("nope")
+    plain = build_model("largefov", width=0.125)
+    normed = build_model("largefov", width=0.125, norm="batch")
     convs = sum(isinstance(m, nn.Conv2d) for m in plain.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in normed.modules()) == convs - 1   # all but fc8
-    head = T.classifier_parameters(normed)
+    head = classifier_parameters(normed)
     assert len(head) == 2 and head[0] is normed.head.fc8.weight
-    v3 = T.build_model("v3", width=0.125, norm="group")
+    v3 = build_model("v3", width=0.125, norm="group")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in v3.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in v3.modules())
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="batch_size=0"):
-        T.TrainConfig(batch_size=0)
+        TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="resume=True needs out="):
-        T.TrainConfig(resume=True)
+        TrainConfig(resume=True)
     with pytest.raises(ValueError, match="norm must be one of"):
-        T.TrainConfig(norm="layer")
-    gpu = T.TrainConfig.from_settings(T.config.GPU_SETTINGS)
+        TrainConfig(norm="layer")
+    gpu = TrainConfig.from_settings(config.GPU_SETTINGS)
     assert (gpu.crop_size, gpu.width, gpu.lr, gpu.pretrained, gpu.norm) == (321, 1.0, 1e-3, True, "none")
 
 
 def test_train_writes_checkpoints_that_rebuild_the_model(voc, tmp_path):
-    cfg = T.TrainConfig(**TINY, data=str(voc), iterations=3, out=str(tmp_path / "run"))
-    result = T.train(cfg)
+    cfg = TrainConfig(**TINY, data=str(voc), iterations=3, out=str(tmp_path / "run"))
+    result = train(cfg)
     assert result.iteration == 3 and len(result.history["loss"]) == 3
     lrs = result.history["lr"]
-    assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(T.poly_lr(0.01, 2, 3))
+    assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(poly_lr(0.01, 2, 3))
     for name in ("last.pt", "model.pt"):
         state = torch.load(tmp_path / "run" / name, map_location="cpu", weights_only=True)
         assert state["iteration"] == 3
     assert not list((tmp_path / "run").glob("*.tmp"))                       # atomic writes left nothing
-    model = T.load_model(tmp_path / "run" / "model.pt", device="cpu")
+    model = load_model(tmp_path / "run" / "model.pt", device="cpu")
     assert not model.training and model.train_config == cfg
-    again = T.evaluate(model, VOCSegmentation(voc, "val"))
+    again = evaluate(model, VOCSegmentation(voc, "val"))
     assert again["mean_iou"] == pytest.approx(result.metrics["mean_iou"])
     assert json.loads((tmp_path / "run" / "history.json").read_text())["history"]["loss"] == result.history["loss"]
     with pytest.raises(ValueError, match="not a deeplab_lessons training checkpoint"):
         torch.save({"x": 1}, tmp_path / "other.pt")
-        T.load_checkpoint(tmp_path / "other.pt")
+        load_checkpoint(tmp_path / "other.pt")
 
 
 def test_classifier_gets_ten_times_the_rate(voc, tmp_path):
-    cfg = T.TrainConfig(**TINY, data=str(voc), iterations=2, out=str(tmp_path / "run"))
-    T.train(cfg)
-    state = T.load_checkpoint(tmp_path / "run" / "last.pt")
+    cfg = TrainConfig(**TINY, data=str(voc), iterations=2, out=str(tmp_path / "run"))
+    train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
     groups = state["optimizer"]["param_groups"]
     assert [g["lr_mult"] for g in groups] == [1.0, 10.0]
     assert len(groups[1]["params"]) == 2                                     # fc8 weight and bias
@@ -99,58 +104,58 @@ def test_classifier_gets_ten_times_the_rate(voc, tmp_path):
 
 
 def test_resume_continues_exactly(voc, tmp_path):
-    straight = T.train(T.TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "a")))
-    T.train(T.TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "b"), stop_at=2))
-    assert T.load_checkpoint(tmp_path / "b" / "last.pt")["iteration"] == 2
+    straight = train(TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "a")))
+    train(TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "b"), stop_at=2))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["iteration"] == 2
     assert not (tmp_path / "b" / "model.pt").exists()
-    resumed = T.train(T.TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "b"), resume=True))
+    resumed = train(TrainConfig(**TINY, data=str(voc), iterations=4, out=str(tmp_path / "b"), resume=True))
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.history["loss"] == straight.history["loss"]
     with pytest.raises(ValueError, match="different lr=0.01"):
-        T.train(T.TrainConfig(**{**TINY, "lr": 0.02}, data=str(voc), iterations=4, out=str(tmp_path / "b"),
+        train(TrainConfig(**{**TINY, "lr": 0.02}, data=str(voc), iterations=4, out=str(tmp_path / "b"),
                               resume=True))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path):
-    cfg = T.TrainConfig(**{**TINY, "lr": 1e12, "norm": "none"}, data=str(voc), iterations=6,
+    cfg = TrainConfig(**{**TINY, "lr": 1e12, "norm": "none"}, data=str(voc), iterations=6,
                         checkpoint_every=1, out=str(tmp_path / "run"))
     with pytest.raises(FloatingPointError, match=r"(loss became|weights became) .* last good checkpoint"):
-        T.train(cfg)
-    state = T.load_checkpoint(tmp_path / "run" / "last.pt")
+        train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 def test_evaluation_scores_every_pixel_of_whole_images(voc):
     torch.manual_seed(0)
-    model = T.build_model("largefov", width=0.125, norm="batch").eval()
+    model = build_model("largefov", width=0.125, norm="batch").eval()
     val = VOCSegmentation(voc, "val")
-    scores = T.evaluate(model, val)
+    scores = evaluate(model, val)
     labelled = sum(int((val[i][1] != 255).sum()) for i in range(len(val)))
     assert int(scores["confusion"].matrix.sum()) == labelled                # 41x53 images, nothing cropped
 
 
 def test_multiscale_and_flip_average_the_probabilities():
     torch.manual_seed(0)
-    model = T.build_model("largefov", width=0.125, norm="batch").eval()
+    model = build_model("largefov", width=0.125, norm="batch").eval()
     images = torch.randint(0, 256, (1, 3, 40, 48), dtype=torch.uint8)
-    single = T.predict_proba(model, images)
+    single = predict_proba(model, images)
     assert single.shape == (1, 21, 40, 48)
     torch.testing.assert_close(single.sum(1), torch.ones(1, 40, 48))
-    mirrored = T.predict_proba(model, images.flip(-1)).flip(-1)
-    torch.testing.assert_close(T.predict_proba(model, images, flip=True), (single + mirrored) / 2)
-    half = T.predict_proba(model, images, scales=(0.5,))
-    torch.testing.assert_close(T.predict_proba(model, images, scales=(0.5, 1.0)), (single + half) / 2)
+    mirrored = predict_proba(model, images.flip(-1)).flip(-1)
+    torch.testing.assert_close(predict_proba(model, images, flip=True), (single + mirrored) / 2)
+    half = predict_proba(model, images, scales=(0.5,))
+    torch.testing.assert_close(predict_proba(model, images, scales=(0.5, 1.0)), (single + half) / 2)
     assert not torch.allclose(half, single)
 
 
 def test_cli_help_and_arguments():
-    text = T.build_parser().format_help()
+    text = build_parser().format_help()
     for option in ("--model", "--iters", "--out", "--resume", "--data", "--eval-scales", "--paper"):
         assert option in text
-    cfg = T.config_from_args(["--model", "aspp-s", "--iters", "7", "--no-flip", "--eval-scales", "0.5", "1"])
+    cfg = config_from_args(["--model", "aspp-s", "--iters", "7", "--no-flip", "--eval-scales", "0.5", "1"])
     assert (cfg.model, cfg.iterations, cfg.flip, cfg.eval_scales) == ("aspp-s", 7, False, (0.5, 1.0))
-    assert T.config_from_args(["--paper"]).crop_size == 321
+    assert config_from_args(["--paper"]).crop_size == 321
 
 
 def _free_port() -> int:
@@ -170,8 +175,8 @@ def test_two_process_ddp_run_on_cpu(voc, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("mean IoU") == 1                                 # only rank 0 reports
-    state = T.load_checkpoint(out / "model.pt")
+    state = load_checkpoint(out / "model.pt")
     assert state["iteration"] == 3 and not any(k.startswith("module.") for k in state["model"])
     # each rank scored half of the val set; the reduced matrix equals one process scoring all of it
-    single = T.evaluate(T.load_model(out / "model.pt", device="cpu"), VOCSegmentation(voc, "val"))
+    single = evaluate(load_model(out / "model.pt", device="cpu"), VOCSegmentation(voc, "val"))
     assert state["metrics"]["mean_iou"] == pytest.approx(single["mean_iou"])

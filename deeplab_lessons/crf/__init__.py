@@ -1,14 +1,37 @@
 """The fully connected CRF of DeepLab v1/v2 (Krähenbühl & Koltun 2011), three ways.
 
-- :func:`dense_crf` / :class:`DenseCRF`: mean field with the project's own permutohedral
-  lattice in PyTorch (:mod:`.lattice`), or the exact O(N^2) sums (:mod:`.naive`), or
-  pydensecrf when installed (:mod:`.pydensecrf_backend`, imported only when asked for).
-- :mod:`.boundary`: accuracy and mIoU inside a band around object boundaries (the trimap of
-  DeepLab v1, fig. 5).
+Layers, bottom to top (each imports only from the ones below it):
+
+- :mod:`.core`: :class:`CRFParams`, input checks, the unary, kernel normalisation and the
+  mean-field loop that every backend shares; :mod:`.lattice`: the permutohedral lattice.
+- the backends: :mod:`.torch_backend` (:class:`DenseCRF`, the lattice in PyTorch),
+  :mod:`.naive` (the exact O(N^2) sums, the reference) and :mod:`.pydensecrf_backend`
+  (the C++ library, imported only when asked for).
+- :mod:`.api`: :func:`dense_crf`, which dispatches to a backend.
+- on top: :mod:`.pipeline` (:func:`refine`: where the CRF goes after the network) and
+  :mod:`.boundary` (accuracy and mIoU in a band around object boundaries, DeepLab v1 fig. 5).
+
+Import every name from here: ``from deeplab_lessons.crf import dense_crf, CRFParams``.
 """
 
-from .api import BACKENDS, CRFParams, DenseCRF, dense_crf, mean_field, unary_from_probs
-from .lattice import PermutohedralLattice, lattice_features
+from .api import BACKENDS, dense_crf
+from .boundary import boundary_pixels, trimap_band, trimap_scores
+from .core import (PROB_CLIP, CRFParams, Kernel, check_image, check_probs, make_kernel, mean_field,
+                   symmetric_norm, unary_from_probs)
+from .lattice import LatticeSum, PermutohedralLattice, lattice_features
+from .naive import gaussian_kernel_matrix, naive_kernels, naive_steps
+from .pipeline import ORDERS, downsample_image, refine
+from .pydensecrf_backend import import_pydensecrf, pydensecrf_model, pydensecrf_steps
+from .torch_backend import DenseCRF
 
-__all__ = ["BACKENDS", "CRFParams", "DenseCRF", "dense_crf", "mean_field", "unary_from_probs",
-           "PermutohedralLattice", "lattice_features"]
+__all__ = [
+    "BACKENDS", "dense_crf",
+    "boundary_pixels", "trimap_band", "trimap_scores",
+    "PROB_CLIP", "CRFParams", "Kernel", "check_image", "check_probs", "make_kernel", "mean_field",
+    "symmetric_norm", "unary_from_probs",
+    "LatticeSum", "PermutohedralLattice", "lattice_features",
+    "gaussian_kernel_matrix", "naive_kernels", "naive_steps",
+    "ORDERS", "downsample_image", "refine",
+    "import_pydensecrf", "pydensecrf_model", "pydensecrf_steps",
+    "DenseCRF",
+]

@@ -1,368 +1,23 @@
-"""Mean-field inference in the fully connected CRF, as DeepLab uses it.
+"""The CRF's front door: :func:`dense_crf` runs mean field with the backend asked for.
 
-Krähenbühl & Koltun, "Efficient Inference in Fully Connected CRFs with Gaussian Edge
-Potentials" (NIPS 2011, arXiv 1210.5644), used by DeepLab v1 (arXiv 1412.7062, sec. 4.2) and
-v2 (arXiv 1606.00915, sec. 3.3) on the bilinearly upsampled softmax. The energy of a labelling
-``x`` is
-
-    E(x) = sum_i psi_u(x_i) + sum_{i<j} mu(x_i, x_j) [ w1 exp(-|p_i-p_j|^2/(2 theta_alpha^2)
-                                                           - |I_i-I_j|^2/(2 theta_beta^2))
-                                                      + w2 exp(-|p_i-p_j|^2/(2 theta_gamma^2)) ]
-
-with ``psi_u(x_i) = -log P(x_i)`` from the network and the Potts compatibility
-``mu(l, l') = [l != l']``. Mean field approximates P(x) by a product Q(x) = prod_i Q_i(x_i)
-and iterates
-
-    Q_i(l) <- softmax_l( -psi_u(l) + sum_m w_m sum_j k~_m(i, j) Q_j(l) )
-
-where ``k~_m`` is kernel m normalised symmetrically, ``k~ = D^-1/2 K D^-1/2`` with
-``D = diag(K 1)`` (the NORMALIZE_SYMMETRIC default of densecrf / pydensecrf). Every number
-means what it means in pydensecrf's ``DenseCRF2D``: ``bi_w`` = w1 (``compat`` of
-``addPairwiseBilateral``), ``bi_xy_std`` = theta_alpha (``sxy``), ``bi_rgb_std`` = theta_beta
-(``srgb``), ``pos_w`` = w2, ``pos_xy_std`` = theta_gamma, all in pixels and 0-255 intensity units.
-
-Like densecrf's code (not the paper's formula), the sum over j includes j = i: the lattice
-filter returns each pixel's own value with the rest, and neither implementation subtracts it.
-The ``naive`` backend can drop it (``include_self=False``) to show how little that changes.
-
-Backends: ``"torch"`` (the permutohedral lattice of :mod:`.lattice`, linear in pixels, CPU/GPU,
-batched, differentiable), ``"naive"`` (the exact O(N^2) sums of :mod:`.naive`, small images
-only, the reference), ``"pydensecrf"`` (the C++ library, when installed).
+Backends: ``"torch"`` (:mod:`.torch_backend`: the permutohedral lattice of :mod:`.lattice`,
+linear in pixels, CPU/GPU, batched, differentiable), ``"naive"`` (:mod:`.naive`: the exact
+O(N^2) sums, small images only, the reference), ``"pydensecrf"`` (:mod:`.pydensecrf_backend`:
+the C++ library, when installed; it is imported only when called). The model they share, its
+parameters and the mean-field loop are in :mod:`.core`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
-
-import numpy as np
 import torch
 
-from .lattice import LatticeSum, PermutohedralLattice, lattice_features
-
-__all__ = ["CRFParams", "DenseCRF", "Kernel", "dense_crf", "unary_from_probs", "mean_field", "make_kernel",
-           "symmetric_norm", "torch_threads", "BACKENDS"]
+from .core import CRFParams, as_tensor, check_image, check_probs, to_kind, unary_from_probs
+from .naive import naive_steps
+from .pydensecrf_backend import pydensecrf_steps
+from .torch_backend import DenseCRF
 
 #: The backends :func:`dense_crf` accepts.
 BACKENDS = ("torch", "naive", "pydensecrf")
-
-#: Probabilities are clipped to this before the log, as pydensecrf's ``unary_from_softmax``.
-PROB_CLIP = 1e-5
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Dense CRF parameters, each with its pydensecrf meaning (DeepLab v1 LargeFOV defaults).
-
-    - ``pos_w`` (w2): weight of the smoothness kernel (``addPairwiseGaussian(compat=...)``)
-    - ``pos_xy_std`` (theta_gamma): its spatial width, pixels
-    - ``bi_w`` (w1): weight of the appearance kernel (``addPairwiseBilateral(compat=...)``)
-    - ``bi_xy_std`` (theta_alpha): its spatial width, pixels
-    - ``bi_rgb_std`` (theta_beta): its colour width, 0-255 intensity units
-    - ``iterations``: mean-field iterations
-
-    DeepLab v2 with ResNet-101 used ``bi_w=4, bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1``.
-    """
-
-    pos_w: float = 3.0
-    pos_xy_std: float = 3.0
-    bi_w: float = 4.0
-    bi_xy_std: float = 121.0
-    bi_rgb_std: float = 5.0
-    iterations: int = 10
-
-    def __post_init__(self):
-        for name in ("pos_w", "bi_w"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"CRFParams.{name} must be a finite weight >= 0, got {value!r}")
-        for name in ("pos_xy_std", "bi_xy_std", "bi_rgb_std"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"CRFParams.{name} must be a kernel width > 0, got {value!r}")
-        if int(self.iterations) != self.iterations or self.iterations < 0:
-            raise ValueError(f"CRFParams.iterations must be an integer >= 0, got {self.iterations!r}")
-
-    def replace(self, **changes) -> "CRFParams":
-        """A copy with some fields changed (``params.replace(bi_w=5)``)."""
-        return replace(self, **changes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Input handling
-
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-
-
-def _check_image(image) -> torch.Tensor:
-    """``[H, W, 3]`` or ``[B, H, W, 3]`` uint8 -> ``[B, H, W, 3]`` uint8 tensor."""
-    img = _as_tensor(image, "image")
-    if img.dtype != torch.uint8:
-        raise ValueError(f"image must be uint8 RGB (0-255), got dtype {img.dtype}; "
-                         "convert with (image * 255).round().astype(np.uint8) if it is in [0, 1]")
-    if img.dim() == 3:
-        img = img.unsqueeze(0)
-    if img.dim() != 4 or img.shape[-1] != 3:
-        raise ValueError(f"image must be [H, W, 3] (or [B, H, W, 3]) RGB, got shape {tuple(img.shape)}")
-    return img
-
-
-def _check_probs(probs, image: torch.Tensor | None) -> torch.Tensor:
-    """``[C, H, W]`` or ``[B, C, H, W]`` probabilities summing to 1 over C -> ``[B, C, H, W]``."""
-    p = _as_tensor(probs, "probs")
-    if not torch.is_floating_point(p):
-        raise ValueError(f"probs must be floating point probabilities, got dtype {p.dtype}")
-    if p.dim() == 3:
-        p = p.unsqueeze(0)
-    if p.dim() != 4:
-        raise ValueError(f"probs must be [C, H, W] (or [B, C, H, W]), got shape {tuple(p.shape)}")
-    if image is not None and (p.shape[0], *p.shape[2:]) != (image.shape[0], *image.shape[1:3]):
-        raise ValueError(f"probs {tuple(p.shape)} and image {tuple(image.shape)} disagree: "
-                         "probs must be [C, H, W] with the image's H and W (upsample the scores first)")
-    with torch.no_grad():
-        if not torch.isfinite(p).all():
-            raise ValueError("probs contains NaN or inf")
-        if (p < 0).any():
-            raise ValueError("probs must be >= 0 (pass softmax probabilities, not logits)")
-        sums = p.sum(dim=1)
-        worst = float((sums - 1).abs().max())
-        if worst > 1e-3:
-            raise ValueError(f"probs must sum to 1 over the class axis (dim 0 of [C, H, W]); "
-                             f"largest deviation {worst:.3g} (apply softmax over classes first)")
-    return p
-
-
-def unary_from_probs(probs: torch.Tensor, clip: float = PROB_CLIP) -> torch.Tensor:
-    """Unary energy ``-log(max(p, clip))`` (same shape), as pydensecrf's ``unary_from_softmax``.
-
-    The clip keeps zero probabilities finite (energy ``-log(1e-5) = 11.5``).
-    """
-    return -torch.log(probs.clamp_min(clip))
-
-
-def _to_kind(result: torch.Tensor, like) -> np.ndarray | torch.Tensor:
-    """Return ``result`` as the same array kind (numpy/torch), dtype and device as ``like``."""
-    if isinstance(like, np.ndarray):
-        return result.detach().cpu().numpy().astype(like.dtype, copy=False)
-    return result.to(device=like.device, dtype=like.dtype)
-
-
-@contextmanager
-def torch_threads(count: int | None):
-    """Run the block with ``torch.set_num_threads(count)`` (``None``: leave it), then restore it.
-
-    The CRF explorer uses one thread: a redraw is latency-bound, and on a busy 2-core machine
-    two OpenMP threads stall each other at every operation's barrier.
-    """
-    if count is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mean field, independent of how the kernels are computed
-
-
-@dataclass
-class Kernel:
-    """One pairwise term: weight w and the normalised filter ``v -> D^-1/2 K D^-1/2 v`` ([P, C]).
-
-    ``peak`` is the largest entry of ``D^-1/2 K D^-1/2 1``, so every message ``w k~ Q`` lies
-    in ``[0, w * peak]``; it decides whether the softmax needs its max-subtraction.
-    """
-
-    weight: float
-    filter_fn: Callable[[torch.Tensor], torch.Tensor]
-    peak: float
-
-    def add_message(self, energy: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """``energy + w D^-1/2 K D^-1/2 q`` for [P, C] tensors (in place when nothing needs gradients)."""
-        filtered = self.filter_fn(q)
-        if torch.is_grad_enabled() and (energy.requires_grad or filtered.requires_grad):
-            return energy + self.weight * filtered
-        return energy.add_(filtered, alpha=self.weight)
-
-
-def symmetric_norm(filter_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int,
-                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """densecrf's NORMALIZE_SYMMETRIC factor ``D^-1/2 = 1 / sqrt(K 1)`` as a ``[P, 1]`` column."""
-    with torch.no_grad():
-        return 1.0 / torch.sqrt(filter_fn(torch.ones(num_rows, 1, device=device, dtype=dtype)) + 1e-20)
-
-
-def make_kernel(weight: float, normalised_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Kernel:
-    """A :class:`Kernel` from an already normalised filter (measures its ``peak``)."""
-    with torch.no_grad():
-        peak = float(normalised_fn(torch.ones(num_rows, 1, device=device, dtype=dtype)).max())
-    return Kernel(float(weight), normalised_fn, peak)
-
-
-def _softmax_rows(energy: torch.Tensor, shift_free: bool) -> torch.Tensor:
-    """Softmax over the class axis of [P, C]; skips the max-subtraction when ``shift_free``."""
-    if not shift_free:
-        return torch.softmax(energy, dim=1)
-    e = energy.exp()
-    if torch.is_grad_enabled() and e.requires_grad:
-        return e / e.sum(dim=1, keepdim=True)
-    return e.div_(e.sum(dim=1, keepdim=True))
-
-
-def mean_field(unary: torch.Tensor, kernels: Sequence[Kernel], iterations: int) -> Iterator[torch.Tensor]:
-    """Yield Q after each mean-field iteration; ``unary`` is [P, C] energies, Q is [P, C].
-
-    Q starts at ``softmax(-unary)``; each step is
-    ``Q <- softmax(-unary + sum_m w_m k~_m Q)`` (Potts compatibility: a label is rewarded by the
-    kernel-weighted mass of the same label around it), densecrf's ``DenseCRF::inference``.
-    """
-    kernels = [k for k in kernels if k.weight != 0]
-    # Softmax ignores a per-pixel constant: shift -unary so its largest entry is 0. Messages are
-    # >= 0 and at most sum_m w_m peak_m, so when that is small exp() cannot overflow, the best
-    # label keeps exp >= 1, and the max-subtraction inside the softmax can be skipped.
-    neg = -unary.contiguous()
-    neg = neg - neg.detach().amax(dim=1, keepdim=True)
-    shift_free = sum(k.weight * k.peak for k in kernels) < 60.0
-    q = _softmax_rows(neg, shift_free)
-    for _ in range(iterations):
-        energy = neg.clone()
-        for kernel in kernels:
-            energy = kernel.add_message(energy, q)
-        q = _softmax_rows(energy, shift_free)
-        yield q
-
-
-# ----------------------------------------------------------------------------------------------
-# The torch backend
-
-
-class DenseCRF:
-    """A dense CRF bound to one image (or a batch): builds each kernel's lattice once, reuses it.
-
-    ``image`` is ``[H, W, 3]`` or ``[B, H, W, 3]`` uint8 (numpy or torch). The lattice of a
-    kernel depends only on the image and that kernel's widths (``bi_xy_std``, ``bi_rgb_std``,
-    ``pos_xy_std``); changing ``bi_w``, ``pos_w`` or ``iterations`` reuses it, changing a width
-    builds a new one (kept in a small cache, so moving a slider back is instant).
-    ``lattice_builds`` counts the constructions.
-
-    >>> crf = DenseCRF(image)                       # doctest: +SKIP
-    >>> q = crf(probs)                              # [1, C, H, W] marginals after 10 iterations
-    >>> q5 = crf(probs, params=crf.params.replace(bi_w=5, iterations=5))
-    """
-
-    def __init__(self, image, params: CRFParams | None = None, device: torch.device | str | None = None,
-                 max_cached_lattices: int = 6):
-        img = _check_image(image)
-        self.device = torch.device(device) if device is not None else img.device
-        self.image = img.to(self.device)
-        self.batch, self.height, self.width = self.image.shape[:3]
-        self.params = params if params is not None else CRFParams()
-        self.lattice_builds = 0
-        self._cache: OrderedDict[tuple, tuple[PermutohedralLattice, float]] = OrderedDict()
-        self._sums: dict[tuple, LatticeSum] = {}
-        self._max_cached = max_cached_lattices
-
-    @property
-    def num_pixels(self) -> int:
-        """Pixels of all images together (rows of the [P, C] arrays mean field works on)."""
-        return self.batch * self.height * self.width
-
-    def normalised_lattice(self, xy_std: float, rgb_std: float | None = None) -> tuple[PermutohedralLattice, float]:
-        """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with the symmetric
-        normalisation folded in (``D^-1/2 K D^-1/2``), and its peak response; cached."""
-        key = (float(xy_std), None if rgb_std is None else float(rgb_std))
-        if key not in self._cache:
-            feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
-                                     xy_std, rgb_std, device=self.device)
-            lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
-            norm = symmetric_norm(lat.filter, self.num_pixels, self.device)
-            lat = lat.scaled(norm, norm)
-            self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)
-            self.lattice_builds += 1
-            while len(self._cache) > self._max_cached:
-                self._cache.popitem(last=False)
-            self._sums.clear()
-        self._cache.move_to_end(key)
-        return self._cache[key]
-
-    def kernels(self, params: CRFParams | None = None) -> list[Kernel]:
-        """The pairwise terms of ``params`` with non-zero weight, as one :class:`Kernel`.
-
-        Its filter is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the
-        stacked lattices (:class:`~.lattice.LatticeSum`); an empty list when both weights are 0.
-        """
-        params = params if params is not None else self.params
-        terms = []
-        if params.bi_w != 0:
-            terms.append(((params.bi_xy_std, params.bi_rgb_std), float(params.bi_w)))
-        if params.pos_w != 0:
-            terms.append(((params.pos_xy_std, None), float(params.pos_w)))
-        if not terms:
-            return []
-        parts = [self.normalised_lattice(*key) for key, _ in terms]
-        keys = tuple(key for key, _ in terms)
-        if keys not in self._sums:
-            self._sums[keys] = LatticeSum([lat for lat, _ in parts])
-        lattice_sum, gains = self._sums[keys], tuple(w for _, w in terms)
-        peak = sum(w * p for (_, w), (_, p) in zip(terms, parts))
-        return [Kernel(1.0, lambda values: lattice_sum.filter(values, gains), peak)]
-
-    def flat_unary(self, probs=None, unary=None) -> torch.Tensor:
-        """Unary energies as [P, C] float32 on the CRF's device, from ``probs`` or ``unary``."""
-        if (probs is None) == (unary is None):
-            raise ValueError("give exactly one of probs (softmax probabilities) or unary (energies)")
-        if unary is None:
-            u = unary_from_probs(_check_probs(probs, self.image).to(self.device, torch.float32))
-        else:
-            u = _as_tensor(unary, "unary").to(self.device, torch.float32)
-            u = u.unsqueeze(0) if u.dim() == 3 else u
-            if u.dim() != 4 or (u.shape[0], *u.shape[2:]) != (self.batch, self.height, self.width):
-                raise ValueError(f"unary must be [C, H, W] / [B, C, H, W] matching the image, got {tuple(u.shape)}")
-        return u.permute(0, 2, 3, 1).reshape(self.num_pixels, -1).contiguous()   # rows = pixels
-
-    def _unflat(self, q: torch.Tensor) -> torch.Tensor:
-        return q.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
-
-    def steps(self, probs=None, params: CRFParams | None = None, unary=None) -> Iterator[torch.Tensor]:
-        """Yield the marginals ``[B, C, H, W]`` (float32 tensor) after each mean-field iteration.
-
-        Give ``probs`` (``[C, H, W]`` / ``[B, C, H, W]`` softmax output, unary = -log p) or
-        ``unary`` (energies of the same shape, e.g. ``-log_softmax(logits)``; gradients flow to it).
-        """
-        params = params if params is not None else self.params
-        flat = self.flat_unary(probs, unary)
-        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
-            yield self._unflat(q)
-
-    def __call__(self, probs=None, params: CRFParams | None = None, unary=None) -> torch.Tensor:
-        """Marginals ``[B, C, H, W]`` float32 after ``params.iterations`` (``softmax(-unary)`` for 0)."""
-        params = params if params is not None else self.params
-        flat = self.flat_unary(probs, unary)
-        q = torch.softmax(-flat, dim=1)
-        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
-            pass
-        return self._unflat(q)
-
-    def cached_lattices(self) -> list[tuple]:
-        """Keys ``(xy_std, rgb_std or None)`` of the kernels built so far, oldest first."""
-        return list(self._cache)
-
-
-# ----------------------------------------------------------------------------------------------
-# The public entry point
 
 
 def dense_crf(image, probs, params: CRFParams | None = None, backend: str = "torch", steps: bool = False):
@@ -381,21 +36,19 @@ def dense_crf(image, probs, params: CRFParams | None = None, backend: str = "tor
     params = params if params is not None else CRFParams()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    img = _check_image(image)
-    p = _check_probs(probs, img)
-    batched = _as_tensor(probs, "probs").dim() == 4
+    img = check_image(image)
+    p = check_probs(probs, img)
+    batched = as_tensor(probs, "probs").dim() == 4
 
     if backend == "torch":
         gen = DenseCRF(img, params, device=p.device).steps(p, params)
     elif backend == "naive":
-        from .naive import naive_steps
         gen = naive_steps(img, p, params)
     else:
-        from .pydensecrf_backend import pydensecrf_steps
         gen = pydensecrf_steps(img, p, params)
 
     def convert(q: torch.Tensor):
-        return _to_kind(q if batched else q[0], probs)
+        return to_kind(q if batched else q[0], probs)
 
     if steps:
         return (convert(q) for q in gen)

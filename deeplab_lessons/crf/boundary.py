@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from deeplab_lessons.metrics import ConfusionMatrix
 
-__all__ = ["boundary_pixels", "trimap_band", "trimap_scores"]
 
 
 def _as_labels(target) -> torch.Tensor:

@@ -35,7 +35,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LatticeSum", "PermutohedralLattice", "lattice_features"]
 
 
 class _Bags:

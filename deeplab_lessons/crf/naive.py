@@ -3,7 +3,7 @@
 The reference the fast backends are tested against, and the version a learner can read in
 one screen: kernel matrices ``K[i, j] = exp(-|f_i - f_j|^2 / 2)`` over the same scaled
 features (Krähenbühl & Koltun 2011, eq. 3), the same symmetric normalisation and the same
-mean-field loop (:func:`.api.mean_field`) as the permutohedral backend. Small images only.
+mean-field loop (:func:`.core.mean_field`) as the permutohedral backend. Small images only.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from typing import Iterator
 
 import torch
 
-from .api import (CRFParams, Kernel, _check_image, _check_probs, make_kernel, mean_field, symmetric_norm,
+from .core import (CRFParams, Kernel, check_image, check_probs, make_kernel, mean_field, symmetric_norm,
                   unary_from_probs)
 from .lattice import lattice_features
 
-__all__ = ["MAX_PIXELS", "gaussian_kernel_matrix", "naive_kernels", "naive_steps"]
 
 #: Largest image (pixels) the naive backend accepts: its kernel matrices are N x N float64.
 MAX_PIXELS = 4096
@@ -64,8 +63,8 @@ def naive_steps(image, probs, params: CRFParams | None = None, include_self: boo
     as :func:`.api.dense_crf`. Images of a batch are run one after the other.
     """
     params = params if params is not None else CRFParams()
-    img = _check_image(image)
-    p = _check_probs(probs, img)
+    img = check_image(image)
+    p = check_probs(probs, img)
     b, c, h, w = p.shape
     runs = []
     for i in range(b):

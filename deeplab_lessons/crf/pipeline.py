@@ -1,4 +1,4 @@
-"""Where the CRF goes in DeepLab: after upsampling (the papers) or before (the seed notes).
+"""Where the CRF goes in DeepLab: after upsampling (the papers) or before (a common simplification).
 
 DeepLab v1/v2 (arXiv 1412.7062 sec. 4.2, arXiv 1606.00915 sec. 3.3) upsample the stride-8
 score map bilinearly to the image and run the dense CRF at full resolution, where the
@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 from deeplab_lessons.models.common import upsample_logits
 
-from .api import CRFParams, dense_crf
-
-__all__ = ["ORDERS", "downsample_image", "refine"]
+from .api import dense_crf
+from .core import CRFParams
 
 #: ``"upsample_first"``: the papers' order; ``"crf_first"``: CRF at stride 8, then upsample.
 ORDERS = ("upsample_first", "crf_first")

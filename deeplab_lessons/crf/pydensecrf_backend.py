@@ -1,7 +1,7 @@
 """A thin wrapper over pydensecrf (the ``pydensecrf2`` distribution): Krähenbühl's C++ code.
 
 Imported only when ``backend="pydensecrf"`` is asked for, so the package works without it.
-The unary is :func:`.api.unary_from_probs` (pydensecrf's ``unary_from_softmax``), kernels are
+The unary is :func:`.core.unary_from_probs` (pydensecrf's ``unary_from_softmax``), kernels are
 added exactly as DeepLab's scripts do (``addPairwiseGaussian`` then ``addPairwiseBilateral``,
 Potts compatibility, diagonal kernels, symmetric normalisation).
 """
@@ -13,9 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .api import CRFParams, _check_image, _check_probs, unary_from_probs
+from .core import CRFParams, check_image, check_probs, unary_from_probs
 
-__all__ = ["import_pydensecrf", "pydensecrf_model", "pydensecrf_steps"]
 
 
 def import_pydensecrf():
@@ -46,8 +45,8 @@ def pydensecrf_model(image: np.ndarray, probs: np.ndarray, params: CRFParams):
 def pydensecrf_steps(image, probs, params: CRFParams | None = None) -> Iterator[torch.Tensor]:
     """Yield pydensecrf's marginals ``[B, C, H, W]`` (float32 tensor) after each iteration."""
     params = params if params is not None else CRFParams()
-    img = _check_image(image).cpu().numpy()
-    p = _check_probs(probs, torch.from_numpy(img)).detach().cpu().numpy()
+    img = check_image(image).cpu().numpy()
+    p = check_probs(probs, torch.from_numpy(img)).detach().cpu().numpy()
     b, c, h, w = p.shape
     states = []
     for i in range(b):

@@ -1,43 +1,52 @@
 """DeepLab models: v1 (VGG16 stride 8, DeepLab / LargeFOV), v2 (ASPP), v3 and v3+ (ResNet).
 
+Where each thing lives (import every name from here, ``from deeplab_lessons.models import ...``):
+
+- :mod:`.common`: input normalisation, logits -> image size, convolution cost, and the helpers
+  every builder shares (width multiplier, weight init, the classifier's parameters);
+- :mod:`.aspp`: v2's ASPP head and v3's ASPP with image pooling; :mod:`.vgg`: v1 and v2 on
+  VGG16, ImageNet weight surgery; :mod:`.resnet`: v3 and v3+ on a dilated ResNet;
+- :mod:`.init`: starts for training from scratch; :mod:`.norm`: BatchNorm / GroupNorm added,
+  swapped or frozen;
+- :mod:`.registry`: models by name (:func:`build_model`), what the trainer builds.
+
 Conventions shared by every model built here:
 
 - ``forward(x)`` takes an ImageNet-normalised float batch ``[N, 3, H, W]`` (:func:`normalize` of
   the ``uint8`` images) and returns logits at ``model.output_stride`` (8 for v1/v2); bring them to
-  image size with :func:`upsample_logits` or get labels with :func:`predict`.
+  image size with :func:`upsample_logits`, or use :mod:`deeplab_lessons.inference` for labels
+  and probabilities.
 - ``model.classifier_parameters()`` yields the new class-scoring layer(s) (10x learning rate,
-  v1 arXiv 1412.7062 Sec. 4.1; v1: ``head.fc8``, v2: the four ``aspp.branches[i].fc8``);
+  v1 arXiv 1412.7062 Sec. 5; v1: ``head.fc8``, v2: the four ``aspp.branches[i].fc8``);
   ``model.backbone_parameters()`` yields all the others.
 - ``width`` scales every channel count; ``width=1.0`` is the paper's network.
 """
 
-from deeplab_lessons.models.aspp import ASPP, ASPPv2Head, aspp_rates, valid_tap_counts, valid_tap_fraction
-from deeplab_lessons.models.common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    conv_macs,
-    denormalize,
-    normalize,
-    predict,
-    upsample_logits,
-)
-from deeplab_lessons.models.vgg import (
-    DeepLabV1,
-    DeepLabV2,
-    deeplab_v1,
-    deeplab_v2,
-    imagenet_vgg16_state_dict,
-    transplant_vgg16,
-    vgg16_features,
-)
-from deeplab_lessons.models.resnet import (
-    DeepLabV3,
-    DeepLabV3Plus,
-    DeepLabV3PlusDecoder,
-    DilatedResNet,
-    deeplab_v3,
-    deeplab_v3plus,
-    imagenet_resnet_state_dict,
-    transplant_resnet,
-    unit_dilations,
-)
+from .aspp import ASPP, V2_RATES, ASPPv2Head, ImagePooling, aspp_rates, valid_tap_counts, valid_tap_fraction
+from .common import (IMAGENET_MEAN, IMAGENET_STD, MAX_WIDTH, check_num_classes, check_width, classifier_parameters,
+                     conv_macs, denormalize, init_weights, normalize, scaled_channels, split_parameters,
+                     upsample_logits)
+from .init import looks_linear_, zero_residual_
+from .norm import NORMS, freeze_batchnorm, group_norm, set_norm
+from .registry import (BUILDERS, INITS, MODEL_SPECS, available_models, build_model, load_pretrained,
+                       register_model, resolve_init)
+from .resnet import (RESNET_UNITS, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet, deeplab_v3,
+                     deeplab_v3plus, imagenet_resnet_state_dict, transplant_resnet, unit_dilations)
+from .vgg import (FC6_VARIANTS, TORCHVISION_CONV_INDEX, TRUNK_MODES, VGG16_BLOCKS, DeepLabV1, DeepLabV2,
+                  check_vgg16_state_dict, decimation_indices, deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict,
+                  transplant_vgg16, vgg16_features)
+
+__all__ = [
+    "ASPP", "V2_RATES", "ASPPv2Head", "ImagePooling", "aspp_rates", "valid_tap_counts", "valid_tap_fraction",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MAX_WIDTH", "check_num_classes", "check_width", "classifier_parameters",
+    "conv_macs", "denormalize", "init_weights", "normalize", "scaled_channels", "split_parameters", "upsample_logits",
+    "looks_linear_", "zero_residual_",
+    "NORMS", "freeze_batchnorm", "group_norm", "set_norm",
+    "BUILDERS", "INITS", "MODEL_SPECS", "available_models", "build_model", "load_pretrained", "register_model",
+    "resolve_init",
+    "RESNET_UNITS", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet", "deeplab_v3",
+    "deeplab_v3plus", "imagenet_resnet_state_dict", "transplant_resnet", "unit_dilations",
+    "FC6_VARIANTS", "TORCHVISION_CONV_INDEX", "TRUNK_MODES", "VGG16_BLOCKS", "DeepLabV1", "DeepLabV2",
+    "check_vgg16_state_dict", "decimation_indices", "deeplab_v1", "deeplab_v2", "imagenet_vgg16_state_dict",
+    "transplant_vgg16", "vgg16_features",
+]

@@ -14,7 +14,7 @@
 
 Classifier convention (shared by every model in :mod:`deeplab_lessons.models`): the freshly
 initialised last layer(s) producing class scores are returned by the model's
-``classifier_parameters()`` method (trained at 10x the learning rate, v1 Sec. 4.1) and everything
+``classifier_parameters()`` method (trained at 10x the learning rate, v1 Sec. 5) and everything
 else by ``backbone_parameters()``. In :class:`ASPPv2Head` these are the four ``fc8`` convs.
 """
 

@@ -9,7 +9,13 @@
   bilinear interpolation *of the logits* (v1, arXiv 1412.7062, Sec. 3.1 and 4.1; v2, arXiv
   1606.00915, Sec. 3.1: "bilinear interpolation ... to the original image resolution"), which
   is what the dense CRF of lesson 06 consumes.
-- :func:`predict` = normalise, forward, upsample, argmax.
+- the helpers every builder shares: :func:`scaled_channels` and :func:`check_width` (the width
+  multiplier), :func:`check_num_classes`, :func:`init_weights` (He / the classifiers' N(0, 0.01)),
+  :func:`split_parameters` and :func:`classifier_parameters` (the papers' 10x learning rate).
+- :func:`conv_macs`: the multiply-accumulates of every convolution (lessons 02-04, 07).
+
+Inference (normalise, forward, upsample, argmax; multi-scale and flip) is
+:mod:`deeplab_lessons.inference`.
 
 Alignment. In the networks of this package (3x3 pools with padding 1, "same" convolutions),
 output position ``j`` of a stride-``s`` score map sees a field of view centred on input pixel
@@ -23,7 +29,7 @@ align_corners=True)``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -98,37 +104,6 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int], output_stride: in
     return up
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, output_stride: int | None = None) -> torch.Tensor:
-    """Label map for each image: normalise, forward in eval mode, upsample logits, argmax.
-
-    Args:
-        model: a DeepLab model from :mod:`deeplab_lessons.models` (its ``output_stride``
-            attribute is used unless ``output_stride`` is given).
-        images: ``uint8`` ``[3, H, W]`` or ``[N, 3, H, W]`` RGB images.
-        output_stride: override of the model's output stride.
-
-    Returns:
-        ``int64`` labels ``[H, W]`` or ``[N, H, W]`` (class indices). The model's train/eval mode
-        is restored afterwards.
-    """
-    single = images.ndim == 3
-    x = normalize(images[None] if single else images)
-    stride = output_stride if output_stride is not None else getattr(model, "output_stride", None)
-    if stride is None:
-        raise ValueError("model has no output_stride attribute: pass output_stride= explicitly")
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        x = x.to(param.device) if param is not None else x
-        logits = upsample_logits(model(x), x.shape[-2:], stride)
-    finally:
-        model.train(was_training)
-    labels = logits.argmax(dim=1)
-    return labels[0] if single else labels
-
-
 def conv_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: int = 3) -> dict[str, int]:
     """Multiply-accumulates of every ``nn.Conv2d`` for one ``H x W`` image, by layer name.
 
@@ -160,3 +135,59 @@ def conv_macs(model: nn.Module, input_size: int | Sequence[int], in_channels: in
         for h in handles:
             h.remove()
     return macs
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels`` scaled by the width multiplier: ``max(1, round(channels * width))``."""
+    return max(1, int(round(channels * width)))
+
+
+#: Largest width multiplier the builders accept (4x the paper's channels).
+MAX_WIDTH = 4.0
+
+
+def check_width(width: float) -> float:
+    """The width multiplier as a float, or a ``ValueError``: a number in ``(0, MAX_WIDTH]``."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH:
+        raise ValueError(f"width must be a number in (0, {MAX_WIDTH:g}] (1.0 = the paper's network), got {width!r}")
+    return float(width)
+
+
+def check_num_classes(num_classes: int) -> int:
+    """``num_classes`` when it is a positive int (21 for PASCAL VOC), else a ``ValueError``."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (21 for PASCAL VOC), got {num_classes!r}")
+    return num_classes
+
+
+def init_weights(module: nn.Module, classifiers: Sequence[nn.Conv2d]) -> None:
+    """He init for the convs, N(0, 0.01) for the classifiers (v1's Caffe fc8 filler), zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            if any(m is c for c in classifiers):
+                nn.init.normal_(m.weight, std=0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def split_parameters(model: nn.Module, classifier: Sequence[nn.Parameter], want_classifier: bool) -> Iterator[nn.Parameter]:
+    """The parameters of ``model`` that are (``want_classifier``) or are not in ``classifier``."""
+    ids = {id(p) for p in classifier}
+    for p in model.parameters():
+        if (id(p) in ids) == want_classifier:
+            yield p
+
+
+def classifier_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters trained at ``classifier_lr_mult`` x the base learning rate (the papers' 10x).
+
+    The model's own ``classifier_parameters()`` method when it has one, else every parameter
+    under its ``classifier`` submodule (empty when it has neither).
+    """
+    own = getattr(model, "classifier_parameters", None)
+    if callable(own):
+        return list(own())
+    head = getattr(model, "classifier", None)
+    return list(head.parameters()) if isinstance(head, nn.Module) else []

@@ -44,18 +44,13 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1, conv3x3
 
 from .aspp import ASPP, aspp_rates
-from .vgg import _check_num_classes, _init_weights, _split_parameters, scaled_channels
+from .common import check_num_classes, check_width, init_weights, scaled_channels, split_parameters
 
 #: Units per layer (layer1..layer4) of the ResNets the papers use (He et al., arXiv 1512.03385, Table 1).
 RESNET_UNITS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 
 #: Which of layer2/3/4 trade their stride for dilation, per output stride.
 _DILATED_LAYERS = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
-
-
-def _check_width(width: float) -> None:
-    if not (0 < width <= 4):
-        raise ValueError(f"width must be in (0, 4] (1.0 = the paper's network), got {width!r}")
 
 
 class DilatedResNet(nn.Module):
@@ -75,7 +70,7 @@ class DilatedResNet(nn.Module):
             raise ValueError(f"backbone must be one of {sorted(RESNET_UNITS)}, got {name!r}")
         if output_stride not in _DILATED_LAYERS:
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-        _check_width(width)
+        check_width(width)
         units = RESNET_UNITS[name]
         if multi_grid is not None:
             multi_grid = tuple(int(r) for r in multi_grid)
@@ -182,8 +177,8 @@ class DeepLabV3(nn.Module):
         self.classifier = nn.Conv2d(aspp_channels, num_classes, kernel_size=1)
         self.output_stride = backbone.output_stride
         self.num_classes = num_classes
-        _init_weights(self.aspp, [])
-        _init_weights(self.classifier, [self.classifier])
+        init_weights(self.aspp, [])
+        init_weights(self.classifier, [self.classifier])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.aspp(self.backbone(x)["out"]))
@@ -194,7 +189,7 @@ class DeepLabV3(nn.Module):
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Every other parameter: ResNet trunk, ASPP (and v3+ decoder), at the base learning rate."""
-        yield from _split_parameters(self, list(self.classifier_parameters()), False)
+        yield from split_parameters(self, list(self.classifier_parameters()), False)
 
 
 class DeepLabV3Plus(DeepLabV3):
@@ -209,8 +204,8 @@ class DeepLabV3Plus(DeepLabV3):
         self.decoder = decoder
         self.classifier = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
         self.output_stride = 4
-        _init_weights(self.decoder, [])
-        _init_weights(self.classifier, [self.classifier])
+        init_weights(self.decoder, [])
+        init_weights(self.classifier, [self.classifier])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
@@ -270,7 +265,7 @@ def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None
              pretrained_backbone: bool, aspp_dropout: float) -> tuple[DilatedResNet, ASPP, int]:
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16 (DeepLab v3 Sec. 3.2), got {output_stride!r}")
-    _check_width(width)
+    check_width(width)
     if pretrained_backbone and width != 1.0:
         raise ValueError(f"pretrained_backbone=True needs width=1.0 (ImageNet weights), got width={width}")
     trunk = DilatedResNet(backbone, output_stride, multi_grid, width)
@@ -302,7 +297,7 @@ def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride:
     Returns:
         a :class:`DeepLabV3` whose ``forward`` gives logits at ``output_stride``.
     """
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
                                           aspp_dropout)
     return DeepLabV3(trunk, aspp, aspp_channels, num_classes)
@@ -317,7 +312,7 @@ def deeplab_v3plus(num_classes: int = 21, backbone: str = "resnet50", output_str
     and refines with two 3x3 convs of 256 channels (both scaled by ``width``). ``forward`` gives
     logits at stride 4.
     """
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
                                           aspp_dropout)
     decoder = DeepLabV3PlusDecoder(trunk.low_level_channels, aspp_channels,

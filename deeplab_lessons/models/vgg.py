@@ -24,7 +24,7 @@ Conventions used by every model in :mod:`deeplab_lessons.models`:
   (:func:`deeplab_lessons.models.common.normalize`); returns logits ``[N, classes, h, w]`` at
   ``model.output_stride`` (8 here).
 - ``model.classifier_parameters()``: the new last layer(s) (v1: ``head.fc8``; v2: the four
-  ``aspp.branches[i].fc8``), trained with 10x the learning rate (v1 Sec. 4.1);
+  ``aspp.branches[i].fc8``), trained with 10x the learning rate (v1 Sec. 5);
   ``model.backbone_parameters()``: all the others.
 - ``width`` scales every channel count (``round(c * width)``, at least 1) so the CPU lessons can
   train; ``width=1.0`` is the paper's network (LargeFOV: 20.5M parameters).
@@ -44,6 +44,8 @@ from torch import nn
 
 from deeplab_lessons.atrous import remove_strides
 from deeplab_lessons.models.aspp import V2_RATES, ASPPv2Head
+from deeplab_lessons.models.common import (check_num_classes, check_width, init_weights, scaled_channels,
+                                           split_parameters)
 
 #: VGG16's convolution blocks: (block number, number of 3x3 convs, output channels at width 1).
 VGG16_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -65,23 +67,6 @@ TORCHVISION_CONV_INDEX: dict[str, int] = {
 }
 
 
-def scaled_channels(channels: int, width: float) -> int:
-    """``channels`` scaled by the width multiplier: ``max(1, round(channels * width))``."""
-    return max(1, int(round(channels * width)))
-
-
-def _check_width(width: float) -> float:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a positive number (1.0 = the paper's VGG16), got {width!r}")
-    return float(width)
-
-
-def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int (21 for PASCAL VOC), got {num_classes!r}")
-    return num_classes
-
-
 def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
     """VGG16's 13 convolutions and 5 pools (3x3, padding 1), named ``conv1_1`` ... ``pool5``.
 
@@ -97,7 +82,7 @@ def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
 
     All three share parameter names and shapes, so one ``state_dict`` loads into any of them.
     """
-    width = _check_width(width)
+    width = check_width(width)
     if mode not in TRUNK_MODES:
         raise ValueError(f"mode must be one of {TRUNK_MODES}, got {mode!r}")
     layers: list[tuple[str, nn.Module]] = []
@@ -118,25 +103,6 @@ def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
     if mode == "dense":  # lesson 02's surgery: pool4, pool5 stride 1, every later layer dilated
         features = remove_strides(features, ["pool4", "pool5"], input_size=64, copy=False)
     return features
-
-
-def _init_weights(module: nn.Module, classifiers: list[nn.Conv2d]) -> None:
-    """He init for the convs, N(0, 0.01) for the classifiers (v1's Caffe fc8 filler), zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            if any(m is c for c in classifiers):
-                nn.init.normal_(m.weight, std=0.01)
-            else:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def _split_parameters(model: nn.Module, classifier: list[nn.Parameter], want_classifier: bool) -> Iterator[nn.Parameter]:
-    ids = {id(p) for p in classifier}
-    for p in model.parameters():
-        if (id(p) in ids) == want_classifier:
-            yield p
 
 
 class DeepLabV1(nn.Sequential):
@@ -168,7 +134,7 @@ class DeepLabV1(nn.Sequential):
         super().__init__(OrderedDict([("features", vgg16_features(width, "deeplab")), ("head", head)]))
         self.num_classes, self.fov, self.width = num_classes, fov, width
         self.fc6_kernel_size, self.fc6_rate = k, rate
-        _init_weights(self, [head.fc8])
+        init_weights(self, [head.fc8])
 
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         """``head.fc8``'s weight and bias (the new layer, 10x learning rate)."""
@@ -176,7 +142,7 @@ class DeepLabV1(nn.Sequential):
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Every parameter except ``head.fc8``'s (ImageNet-initialisable, base learning rate)."""
-        yield from _split_parameters(self, list(self.classifier_parameters()), False)
+        yield from split_parameters(self, list(self.classifier_parameters()), False)
 
 
 def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
@@ -195,8 +161,8 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
         :class:`DeepLabV1`; ``forward`` maps a normalised ``[N, 3, H, W]`` batch to logits
         ``[N, num_classes, ceil(H/8), ceil(W/8)]``.
     """
-    _check_num_classes(num_classes)
-    width = _check_width(width)
+    check_num_classes(num_classes)
+    width = check_width(width)
     if fov not in FC6_VARIANTS:
         raise ValueError(f"fov must be one of {tuple(FC6_VARIANTS)}, got {fov!r}")
     if fc6_rate is not None and (isinstance(fc6_rate, bool) or not isinstance(fc6_rate, int) or fc6_rate < 1):
@@ -215,7 +181,7 @@ class DeepLabV2(nn.Module):
         self.features = vgg16_features(width, "deeplab")
         self.aspp = ASPPv2Head(scaled_channels(512, width), num_classes, V2_RATES[aspp],
                                channels=scaled_channels(1024, width))
-        _init_weights(self, [b.fc8 for b in self.aspp.branches])
+        init_weights(self, [b.fc8 for b in self.aspp.branches])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.aspp(self.features(x))
@@ -226,7 +192,7 @@ class DeepLabV2(nn.Module):
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
         """Every parameter except the ``fc8``'s."""
-        yield from _split_parameters(self, list(self.classifier_parameters()), False)
+        yield from split_parameters(self, list(self.classifier_parameters()), False)
 
 
 def deeplab_v2(num_classes: int = 21, aspp: str = "L", width: float = 1.0) -> DeepLabV2:
@@ -241,8 +207,8 @@ def deeplab_v2(num_classes: int = 21, aspp: str = "L", width: float = 1.0) -> De
     Returns:
         :class:`DeepLabV2` producing logits ``[N, num_classes, ceil(H/8), ceil(W/8)]``.
     """
-    _check_num_classes(num_classes)
-    width = _check_width(width)
+    check_num_classes(num_classes)
+    width = check_width(width)
     if aspp not in V2_RATES:
         raise ValueError(f"aspp must be one of {tuple(V2_RATES)} (ASPP-L / ASPP-S), got {aspp!r}")
     return DeepLabV2(num_classes, aspp, width)

@@ -1,0 +1,129 @@
+"""The ``"torch"`` backend: mean field on the permutohedral lattice (:mod:`.lattice`), in PyTorch.
+
+Linear in the number of pixels, on the CPU or a GPU, batched over images and differentiable
+with respect to the unary. :class:`DenseCRF` binds the CRF to one image (or a batch) and caches
+each kernel's lattice, so re-running it with other weights or iteration counts is cheap (the
+CRF explorer of lesson 06).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import torch
+
+from .core import CRFParams, Kernel, as_tensor, check_image, check_probs, make_kernel, mean_field, symmetric_norm, unary_from_probs
+from .lattice import LatticeSum, PermutohedralLattice, lattice_features
+
+
+class DenseCRF:
+    """A dense CRF bound to one image (or a batch): builds each kernel's lattice once, reuses it.
+
+    ``image`` is ``[H, W, 3]`` or ``[B, H, W, 3]`` uint8 (numpy or torch). The lattice of a
+    kernel depends only on the image and that kernel's widths (``bi_xy_std``, ``bi_rgb_std``,
+    ``pos_xy_std``); changing ``bi_w``, ``pos_w`` or ``iterations`` reuses it, changing a width
+    builds a new one (kept in a small cache, so moving a slider back is instant).
+    ``lattice_builds`` counts the constructions.
+
+    >>> crf = DenseCRF(image)                       # doctest: +SKIP
+    >>> q = crf(probs)                              # [1, C, H, W] marginals after 10 iterations
+    >>> q5 = crf(probs, params=crf.params.replace(bi_w=5, iterations=5))
+    """
+
+    def __init__(self, image, params: CRFParams | None = None, device: torch.device | str | None = None,
+                 max_cached_lattices: int = 6):
+        img = check_image(image)
+        self.device = torch.device(device) if device is not None else img.device
+        self.image = img.to(self.device)
+        self.batch, self.height, self.width = self.image.shape[:3]
+        self.params = params if params is not None else CRFParams()
+        self.lattice_builds = 0
+        self._cache: OrderedDict[tuple, tuple[PermutohedralLattice, float]] = OrderedDict()
+        self._sums: dict[tuple, LatticeSum] = {}
+        self._max_cached = max_cached_lattices
+
+    @property
+    def num_pixels(self) -> int:
+        """Pixels of all images together (rows of the [P, C] arrays mean field works on)."""
+        return self.batch * self.height * self.width
+
+    def normalised_lattice(self, xy_std: float, rgb_std: float | None = None) -> tuple[PermutohedralLattice, float]:
+        """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with the symmetric
+        normalisation folded in (``D^-1/2 K D^-1/2``), and its peak response; cached."""
+        key = (float(xy_std), None if rgb_std is None else float(rgb_std))
+        if key not in self._cache:
+            feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
+                                     xy_std, rgb_std, device=self.device)
+            lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
+            norm = symmetric_norm(lat.filter, self.num_pixels, self.device)
+            lat = lat.scaled(norm, norm)
+            self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)
+            self.lattice_builds += 1
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+            self._sums.clear()
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def kernels(self, params: CRFParams | None = None) -> list[Kernel]:
+        """The pairwise terms of ``params`` with non-zero weight, as one :class:`Kernel`.
+
+        Its filter is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the
+        stacked lattices (:class:`~.lattice.LatticeSum`); an empty list when both weights are 0.
+        """
+        params = params if params is not None else self.params
+        terms = []
+        if params.bi_w != 0:
+            terms.append(((params.bi_xy_std, params.bi_rgb_std), float(params.bi_w)))
+        if params.pos_w != 0:
+            terms.append(((params.pos_xy_std, None), float(params.pos_w)))
+        if not terms:
+            return []
+        parts = [self.normalised_lattice(*key) for key, _ in terms]
+        keys = tuple(key for key, _ in terms)
+        if keys not in self._sums:
+            self._sums[keys] = LatticeSum([lat for lat, _ in parts])
+        lattice_sum, gains = self._sums[keys], tuple(w for _, w in terms)
+        peak = sum(w * p for (_, w), (_, p) in zip(terms, parts))
+        return [Kernel(1.0, lambda values: lattice_sum.filter(values, gains), peak)]
+
+    def flat_unary(self, probs=None, unary=None) -> torch.Tensor:
+        """Unary energies as [P, C] float32 on the CRF's device, from ``probs`` or ``unary``."""
+        if (probs is None) == (unary is None):
+            raise ValueError("give exactly one of probs (softmax probabilities) or unary (energies)")
+        if unary is None:
+            u = unary_from_probs(check_probs(probs, self.image).to(self.device, torch.float32))
+        else:
+            u = as_tensor(unary, "unary").to(self.device, torch.float32)
+            u = u.unsqueeze(0) if u.dim() == 3 else u
+            if u.dim() != 4 or (u.shape[0], *u.shape[2:]) != (self.batch, self.height, self.width):
+                raise ValueError(f"unary must be [C, H, W] / [B, C, H, W] matching the image, got {tuple(u.shape)}")
+        return u.permute(0, 2, 3, 1).reshape(self.num_pixels, -1).contiguous()   # rows = pixels
+
+    def _unflat(self, q: torch.Tensor) -> torch.Tensor:
+        return q.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
+
+    def steps(self, probs=None, params: CRFParams | None = None, unary=None) -> Iterator[torch.Tensor]:
+        """Yield the marginals ``[B, C, H, W]`` (float32 tensor) after each mean-field iteration.
+
+        Give ``probs`` (``[C, H, W]`` / ``[B, C, H, W]`` softmax output, unary = -log p) or
+        ``unary`` (energies of the same shape, e.g. ``-log_softmax(logits)``; gradients flow to it).
+        """
+        params = params if params is not None else self.params
+        flat = self.flat_unary(probs, unary)
+        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
+            yield self._unflat(q)
+
+    def __call__(self, probs=None, params: CRFParams | None = None, unary=None) -> torch.Tensor:
+        """Marginals ``[B, C, H, W]`` float32 after ``params.iterations`` (``softmax(-unary)`` for 0)."""
+        params = params if params is not None else self.params
+        flat = self.flat_unary(probs, unary)
+        q = torch.softmax(-flat, dim=1)
+        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
+            pass
+        return self._unflat(q)
+
+    def cached_lattices(self) -> list[tuple]:
+        """Keys ``(xy_std, rgb_std or None)`` of the kernels built so far, oldest first."""
+        return list(self._cache)

@@ -1,0 +1,150 @@
+"""Models by name: the registry the trainer, the CLI and the experiments build from.
+
+``build_model("largefov", width=0.25, norm="batch")`` returns the network ``TrainConfig(model=...)``
+trains: the builder of :mod:`.vgg` or :mod:`.resnet` with the variant's fixed arguments, then
+ImageNet weights (``pretrained``), normalisation (:func:`.norm.set_norm`), a start for training
+from scratch (:mod:`.init`) and the dropout probability. :func:`register_model` adds builders at
+run time (tests, experiments).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from .common import classifier_parameters
+from .init import looks_linear_, zero_residual_
+from .norm import set_norm
+from .resnet import deeplab_v3, deeplab_v3plus
+from .vgg import deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict, transplant_vgg16
+
+#: name -> (builder function in deeplab_lessons.models, fixed keyword arguments, one-line description)
+MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
+    "largefov": ("deeplab_v1", {"fov": "largefov"}, "DeepLab v1 LargeFOV: VGG16 stride 8, fc6 3x3 rate 12, 1024 ch"),
+    "deeplab-7x7": ("deeplab_v1", {"fov": "7x7"}, "DeepLab v1: fc6 7x7 rate 4, 4096 ch (the large original)"),
+    "deeplab-4x4": ("deeplab_v1", {"fov": "4x4"}, "DeepLab v1: fc6 4x4 rate 4"),
+    "aspp-l": ("deeplab_v2", {"aspp": "L"}, "DeepLab v2 VGG16 + ASPP-L, rates {6, 12, 18, 24}"),
+    "aspp-s": ("deeplab_v2", {"aspp": "S"}, "DeepLab v2 VGG16 + ASPP-S, rates {2, 4, 8, 12}"),
+    "v3": ("deeplab_v3", {}, "DeepLab v3: dilated ResNet + ASPP with image pooling"),
+    "v3plus": ("deeplab_v3plus", {}, "DeepLab v3+: v3 encoder + stride-4 decoder"),
+}
+
+#: The builder functions MODEL_SPECS names.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "deeplab_v1": deeplab_v1, "deeplab_v2": deeplab_v2, "deeplab_v3": deeplab_v3, "deeplab_v3plus": deeplab_v3plus,
+}
+
+#: Builders added at run time with :func:`register_model` (tests, experiments).
+_EXTRA_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+#: Initialisations of a model trained without ImageNet weights (:func:`build_model`'s ``init``).
+INITS = ("auto", "he", "looks-linear", "zero-residual")
+
+#: Models ``init="auto"`` starts looks-linear (the plain VGG chains with odd kernels) or with
+#: zero-initialised residual branches (the ResNets).
+_LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s")
+_ZERO_RESIDUAL_MODELS = ("v3", "v3plus")
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Make ``builder(num_classes=..., width=..., ...)`` trainable as ``TrainConfig(model=name)``.
+
+    The module it returns must map an ImageNet-normalised batch ``[N, 3, H, W]`` to logits
+    ``[N, num_classes, h, w]`` and carry an ``output_stride`` attribute (input pixels per logit).
+    """
+    if not callable(builder):
+        raise TypeError(f"builder for {name!r} must be callable, got {type(builder).__name__}")
+    _EXTRA_MODELS[name] = builder
+
+
+def _builder(name: str) -> Callable[..., nn.Module] | None:
+    if name in _EXTRA_MODELS:
+        return _EXTRA_MODELS[name]
+    if name not in MODEL_SPECS:
+        return None
+    function, fixed, _ = MODEL_SPECS[name]
+    build = BUILDERS[function]
+
+    def build_named(**kwargs):
+        return build(**fixed, **kwargs)
+
+    build_named.__signature__ = inspect.signature(build)  # type: ignore[attr-defined]
+    return build_named
+
+
+def available_models() -> list[str]:
+    """Names :func:`build_model` can build in this installation (builders that exist)."""
+    return [name for name in list(MODEL_SPECS) + list(_EXTRA_MODELS) if _builder(name) is not None]
+
+
+def resolve_init(name: str, init: str) -> str:
+    """The start ``init="auto"`` means for model ``name``; any other ``init`` unchanged."""
+    if init != "auto":
+        return init
+    return ("looks-linear" if name in _LOOKS_LINEAR_MODELS
+            else "zero-residual" if name in _ZERO_RESIDUAL_MODELS else "he")
+
+
+def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str = "none",
+                pretrained: bool = False, init: str = "he", dropout: float | None = None,
+                **kwargs: Any) -> nn.Module:
+    """Build a model by its short name (``largefov``, ``deeplab-7x7``, ``aspp-l``, ``aspp-s``, ``v3``, ``v3plus``).
+
+    ``width`` scales every channel count (1.0 = the paper's network). ``norm`` is applied with
+    :func:`~deeplab_lessons.models.set_norm` (``"none"`` keeps the paper's network). ``pretrained``
+    copies torchvision's ImageNet weights into the backbone first (VGG16 for v1/v2, ResNet for
+    v3/v3+; they must be cached or downloadable). Extra keyword arguments go to the builder when
+    it accepts them (e.g. ``output_stride`` for ``v3``); others are rejected with a ``ValueError``.
+
+    ``init`` (without ``pretrained``): ``"he"``, the builders' He / N(0, 0.01) start;
+    ``"looks-linear"``, :func:`~deeplab_lessons.models.looks_linear_` on every layer but the
+    classifier (plain VGG chains only); ``"zero-residual"``, He plus
+    :func:`~deeplab_lessons.models.zero_residual_` (ResNets); ``"auto"``, looks-linear for the
+    v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout``
+    sets the probability of every ``nn.Dropout`` (``None`` keeps the model's own: 0.5 after
+    v1/v2's fc6 and fc7).
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1) or None, got {dropout!r}")
+    build = _builder(name)
+    if build is None:
+        known = ", ".join(MODEL_SPECS) + (", " + ", ".join(_EXTRA_MODELS) if _EXTRA_MODELS else "")
+        raise ValueError(f"unknown or unavailable model {name!r}; available here: {available_models()} "
+                         f"(all names: {known})")
+    params = inspect.signature(build).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    wanted = {"num_classes": num_classes, "width": width, **kwargs}
+    unknown = [k for k in kwargs if k not in params and not takes_any]
+    if unknown:
+        raise ValueError(f"model {name!r} does not take {unknown}; it takes {list(params)}")
+    if "width" not in params and not takes_any and width != 1.0:
+        raise ValueError(f"model {name!r} has no width option; use width=1.0")
+    if pretrained and "pretrained_backbone" in params:
+        wanted["pretrained_backbone"] = True
+    model = build(**{k: v for k, v in wanted.items() if k in params or takes_any})
+    if not hasattr(model, "output_stride"):
+        raise ValueError(f"model {name!r} has no output_stride attribute (input pixels per logit)")
+    if pretrained and "pretrained_backbone" not in params:
+        load_pretrained(model, name)
+    set_norm(model, norm)
+    init = resolve_init(name, init)
+    if not pretrained and init == "looks-linear":
+        looks_linear_(model, skip=classifier_parameters(model))
+    elif not pretrained and init == "zero-residual":
+        zero_residual_(model)
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = float(dropout)
+    return model
+
+
+def load_pretrained(model: nn.Module, name: str) -> None:
+    """Copy torchvision's ImageNet VGG16 into a v1/v2 model (``transplant_vgg16``, fc6 decimated)."""
+    if name not in MODEL_SPECS or MODEL_SPECS[name][0] not in ("deeplab_v1", "deeplab_v2"):
+        raise ValueError(f"pretrained=True: no ImageNet weights known for model {name!r}")
+    transplant_vgg16(model, imagenet_vgg16_state_dict())

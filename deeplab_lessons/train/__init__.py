@@ -1,0 +1,46 @@
+"""Training DeepLab models on PASCAL VOC 2012 (lesson 05), as a library and a command line.
+
+The recipe of DeepLab v1/v2 (arXiv 1412.7062 Sec. 5, arXiv 1606.00915 Sec. 4.1):
+
+- SGD, momentum 0.9, weight decay 5e-4, batches of random crops (321 px in the released configs);
+- the "poly" learning rate ``lr_t = lr_0 (1 - t / T)^0.9``, with the classifier (the freshly
+  initialised last layer) at 10x the base rate;
+- cross-entropy over every labelled pixel, 255 ("void") ignored;
+- scored by mean IoU from one confusion matrix over the whole validation set, on whole images
+  (:mod:`deeplab_lessons.inference`).
+
+Where each part lives: :mod:`.recipe` (:class:`TrainConfig`, :func:`poly_lr`), :mod:`.engine`
+(:func:`train`), :mod:`.checkpoint` (atomic saves, ``weights_only`` loads, :func:`load_model`),
+:mod:`.cli` (``python -m deeplab_lessons.train``). Models come from
+:func:`deeplab_lessons.models.build_model`, the data order from :mod:`deeplab_lessons.data`.
+
+Library::
+
+    from deeplab_lessons.train import TrainConfig, train, load_model
+    result = train(TrainConfig(model="largefov", iterations=500, out="runs/largefov"))
+    result.metrics["mean_iou"]
+    model = load_model("runs/largefov/model.pt")        # rebuilt from the config it stores
+
+Command line (``--help`` lists every option)::
+
+    python -m deeplab_lessons.train --model largefov --iters 2000 --out runs/largefov
+    torchrun --nproc_per_node 2 -m deeplab_lessons.train --model largefov --out runs/ddp
+
+Runs are deterministic for a seed on one machine (``num_workers`` any, data order and
+augmentation are a function of the seed and the sample's position in the run), so ``--resume``
+continues a run exactly where its last checkpoint left it.
+"""
+
+from .checkpoint import CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, load_model, save_checkpoint
+from .cli import build_parser, config_from_args, main
+from .engine import (TrainResult, build_optimizer, deterministic, dist_env, plain_metrics, resume, run_state,
+                     score, set_lr, train, train_step)
+from .recipe import RUN_FIELDS, TrainConfig, poly_lr
+
+__all__ = [
+    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "save_checkpoint",
+    "build_parser", "config_from_args", "main",
+    "TrainResult", "build_optimizer", "deterministic", "dist_env", "plain_metrics", "resume", "run_state",
+    "score", "set_lr", "train", "train_step",
+    "RUN_FIELDS", "TrainConfig", "poly_lr",
+]

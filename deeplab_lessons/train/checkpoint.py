@@ -1,0 +1,84 @@
+"""Checkpoints: written atomically, read with ``torch.load(..., weights_only=True)``, rebuilt into models.
+
+A run folder holds ``last.pt`` (resumable: model, optimizer, AMP scaler and RNG states, the
+iteration and history) and ``model.pt`` (final weights, the :class:`TrainConfig` that built them
+and the final scores). :func:`load_model` rebuilds the network from the stored config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeplab_lessons import config
+from deeplab_lessons.models.registry import build_model
+
+from .recipe import TrainConfig
+
+#: Format tag stored in every checkpoint this package writes.
+CHECKPOINT_FORMAT = "deeplab_lessons.train/1"
+
+#: The model shipped with the project: ``TrainConfig()`` (the CPU default run) trained on the
+#: embedded set; ``load_model(LESSON_CHECKPOINT)`` returns it (README, "Training", says how it was made).
+LESSON_CHECKPOINT = config.REPO_ROOT / "checkpoints" / "largefov_cpu.pt"
+
+
+def save_checkpoint(state: dict, path: Path | str) -> Path:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder, then ``os.replace``.
+
+    A reader never sees a half-written file, and an interrupted save leaves the old one intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 -> the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`~deeplab_lessons.train.train` with ``torch.load(..., weights_only=True)``.
+
+    Returns the dict: ``format``, ``config`` (a :class:`TrainConfig` as a dict), ``model`` (state
+    dict), ``iteration``, ``metrics``, ``history`` and, in resumable ``last.pt`` files, the
+    optimizer, AMP scaler and RNG states. Raises ``FileNotFoundError`` / ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a deeplab_lessons training checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def load_model(path: Path | str, device: torch.device | str | None = None) -> nn.Module:
+    """Rebuild the model stored in a checkpoint from its config and load its weights; returned in eval mode.
+
+    ``device`` defaults to ``config.device()``. The model's ``train_config`` attribute holds the
+    stored :class:`TrainConfig` and ``checkpoint_metrics`` the scores recorded with it.
+    """
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width, norm=cfg.norm)
+    model.load_state_dict(state["model"])
+    model.train_config = cfg
+    model.checkpoint_metrics = state.get("metrics", {})
+    return model.to(device if device is not None else config.device()).eval()

@@ -1,0 +1,320 @@
+"""The training engine: :func:`train` runs one :class:`~.recipe.TrainConfig` and scores the result.
+
+The loop is wired from small functions, each one step of the recipe: :func:`build_optimizer`
+(two parameter groups, the classifier at ``classifier_lr_mult`` x), :func:`resume` (model,
+optimizer, scaler and RNG from ``last.pt``), :func:`set_lr` (the poly schedule), :func:`train_step`
+(forward, loss on the labelled pixels, backward, step), :func:`score` (whole validation images,
+one confusion matrix, reduced over processes) and :func:`run_state` (what a checkpoint holds).
+
+Under ``torchrun`` each process trains on its own share of every batch with
+``DistributedDataParallel`` (``nccl`` on GPUs, ``gloo`` on CPUs); ``batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeplab_lessons import config
+from deeplab_lessons.data.palette import IGNORE_INDEX
+from deeplab_lessons.data.sampling import AugmentedSamples, SampleStream
+from deeplab_lessons.data.transforms import train_transforms
+from deeplab_lessons.data.voc import VOCSegmentation
+from deeplab_lessons.inference import evaluate, forward_logits, output_stride_of
+from deeplab_lessons.metrics import ConfusionMatrix
+from deeplab_lessons.models.common import classifier_parameters, normalize, upsample_logits
+from deeplab_lessons.models.norm import freeze_batchnorm
+from deeplab_lessons.models.registry import build_model
+
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .recipe import RUN_FIELDS, TrainConfig, poly_lr
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``model`` (unwrapped, eval mode), ``metrics`` (final evaluation, as :func:`evaluate` minus the
+    matrix), ``history`` (``iteration``/``loss``/``lr`` every ``log_every`` steps and
+    ``eval_iteration``/``mean_iou`` at every evaluation), ``checkpoint`` (path of ``model.pt`` or
+    None without ``out``), ``train_seconds`` (optimizer steps only, evaluation excluded),
+    ``images_per_second`` (training images per second over all processes) and ``iteration`` (last one run).
+    """
+
+    model: nn.Module
+    metrics: dict
+    history: dict
+    checkpoint: Path | None
+    train_seconds: float
+    images_per_second: float
+    iteration: int
+
+
+def dist_env() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` from torchrun's environment; ``(0, 1, 0)`` without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool, device: torch.device):
+    """Run the block with ``torch.use_deterministic_algorithms`` (warn only) and deterministic cuDNN."""
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the papers) or AdamW over two groups: the backbone at 1x, the classifier at ``classifier_lr_mult`` x."""
+    head = {id(p) for p in classifier_parameters(model)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in head], "lr_mult": 1.0},
+              {"params": [p for p in params if id(p) in head], "lr_mult": cfg.classifier_lr_mult}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+
+
+def resume(cfg: TrainConfig, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, device: torch.device) -> tuple[int, dict]:
+    """Load ``path`` (a ``last.pt``) into the run; returns ``(iteration, history)`` to continue from."""
+    state = load_checkpoint(path, map_location=device)
+    saved = state["config"]
+    differ = [k for k in RUN_FIELDS if saved.get(k) != getattr(cfg, k)]
+    if differ:
+        raise ValueError(f"--resume: {path} was trained with different "
+                         f"{', '.join(f'{k}={saved.get(k)!r}' for k in differ)}; pass the same settings")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
+    return int(state["iteration"]), state["history"]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group ``lr`` times its ``lr_mult``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+
+
+def train_step(net: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, output_stride: int, amp: bool) -> torch.Tensor:
+    """One optimizer step on a batch; returns the (detached) loss.
+
+    Cross-entropy over every labelled pixel (255 ignored) of logits upsampled bilinearly to the
+    labels, averaged over the labelled pixels of the batch.
+    """
+    with torch.autocast("cuda", enabled=amp):
+        logits = forward_logits(net, normalize(images))
+    logits = upsample_logits(logits.float(), targets.shape[-2:], output_stride)
+    labelled = (targets != IGNORE_INDEX).sum().clamp(min=1)
+    loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, amp: bool, world: int) -> dict:
+    """:func:`evaluate` on this process's share of the validation split, reduced over processes."""
+    cm = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
+    scores = evaluate(model, val_loader, cfg.num_classes, device=device, scales=cfg.eval_scales,
+                      flip=cfg.eval_flip, amp=amp, confusion=cm)
+    if world > 1:
+        cm.all_reduce()
+        scores = {**cm.compute(), "confusion": cm}
+    return scores
+
+
+def run_state(cfg: TrainConfig, model: nn.Module, iteration: int, history: dict, metrics: dict,
+              optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
+              device: torch.device | None = None) -> dict:
+    """A checkpoint's contents: ``model.pt`` without ``optimizer``, ``last.pt`` (resumable) with it."""
+    state = {"format": CHECKPOINT_FORMAT, "config": cfg.as_dict(), "model": model.state_dict(),
+             "iteration": iteration, "history": history, "metrics": metrics,
+             "torch_version": str(torch.__version__), "num_threads": torch.get_num_threads()}
+    if optimizer is not None:
+        rng = {"torch": torch.get_rng_state()}
+        if device is not None and device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        state.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng)
+    return state
+
+
+def plain_metrics(scores: dict) -> dict:
+    """The scores without the confusion matrix, as plain floats (for JSON and checkpoints)."""
+    return {"pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"],
+            "mean_iou": scores["mean_iou"], "iou": [float(v) for v in scores["iou"]]}
+
+
+def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on VOC (or the embedded set) with DeepLab's recipe; evaluate on ``cfg.val_split``.
+
+    Writes ``cfg.out/last.pt`` every ``checkpoint_every`` iterations and at the end (resumable),
+    ``cfg.out/model.pt`` (weights + config + final metrics, for
+    :func:`~deeplab_lessons.train.load_model`) and ``cfg.out/history.json``. A non-finite loss
+    stops the run with ``FloatingPointError`` before anything is overwritten, so the last good
+    ``last.pt`` stays. Only rank 0 writes files and shows progress; ``callback(history)`` is
+    called there after every logged step and every evaluation (the notebook's live plot).
+    """
+    rank, world, local_rank = dist_env()
+    own_group = False
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+        own_group = True
+    if cfg.device is not None:
+        device = torch.device(cfg.device)
+    elif world > 1 and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+    else:
+        device = config.device()
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    amp = device.type == "cuda" if cfg.amp is None else (cfg.amp and device.type == "cuda")
+    try:
+        with deterministic(cfg.deterministic, device):
+            return _run(cfg, callback, rank, world, device, amp)
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device, amp: bool) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    root = Path(cfg.data) if cfg.data else config.voc_root()
+    train_set, val_set = VOCSegmentation(root, cfg.train_split), VOCSegmentation(root, cfg.val_split)
+    if train_set.num_classes != cfg.num_classes:
+        raise ValueError(f"num_classes={cfg.num_classes} but the data set has {train_set.num_classes} classes")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width, norm=cfg.norm,
+                        pretrained=cfg.pretrained, init=cfg.init, dropout=cfg.dropout).to(device)
+    freeze_bn = (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    out = Path(cfg.out) if cfg.out else None
+    last_path = out / "last.pt" if out else None
+    start, history = 0, {"iteration": [], "loss": [], "lr": [], "eval_iteration": [], "mean_iou": []}
+    if cfg.resume:
+        start, history = resume(cfg, last_path, model, optimizer, scaler, device)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    stop = cfg.stop_at if cfg.stop_at is not None else cfg.iterations
+    samples = AugmentedSamples(train_set, train_transforms(cfg.crop_size, (cfg.scale_min, cfg.scale_max), cfg.flip),
+                               cache=len(train_set) <= 2000 and cfg.num_workers == 0)
+    loader = torch.utils.data.DataLoader(
+        samples, batch_sampler=SampleStream(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world),
+        num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator(),
+        persistent_workers=False)
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, list(range(rank, len(val_set), world))),
+                                             batch_size=1, num_workers=cfg.num_workers, generator=torch.Generator())
+
+    def evaluate_now(iteration: int) -> dict:
+        scores = score(model, val_loader, cfg, device, amp, world)
+        history["eval_iteration"].append(iteration)
+        history["mean_iou"].append(scores["mean_iou"])
+        if callback is not None and rank == 0:
+            callback(history)
+        return scores
+
+    bar = tqdm(total=stop, initial=start, desc=f"train {cfg.model}", disable=not cfg.progress or rank != 0,
+               dynamic_ncols=True)
+    loss_sum = torch.zeros((), device=device)
+    steps_in_window, train_seconds, iteration, good_iteration, scores = 0, 0.0, start, start, None
+    model.train()
+    if freeze_bn:
+        freeze_batchnorm(model)
+    tick = time.perf_counter()
+    for images, targets in loader:
+        lr = poly_lr(cfg.lr, iteration, cfg.iterations, cfg.poly_power)
+        set_lr(optimizer, lr)
+        loss_sum += train_step(net, images.to(device, non_blocking=True), targets.to(device, non_blocking=True),
+                               optimizer, scaler, output_stride_of(model), amp)
+        iteration += 1
+        steps_in_window += 1
+        log_now = iteration % cfg.log_every == 0 or iteration == stop
+        save_now = last_path is not None and rank == 0 and (
+            (cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0) or iteration == stop)
+        eval_now = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.iterations
+        if log_now or save_now or eval_now:
+            mean_loss = float(loss_sum) / steps_in_window
+            problem = None
+            if not math.isfinite(mean_loss):
+                problem = (f"training loss became {mean_loss} between iterations "
+                           f"{iteration - steps_in_window + 1} and {iteration}")
+            elif save_now and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                problem = f"weights became non-finite at iteration {iteration}"
+            if problem is not None:
+                bar.close()
+                kept = f"The last good checkpoint {last_path} (iteration {good_iteration}) is kept" \
+                    if last_path is not None and last_path.exists() else "No checkpoint was written"
+                raise FloatingPointError(f"{problem}; stopped. {kept}. Lower --lr (now {cfg.lr}) or check "
+                                         f"the data, then --resume.")
+            for key, value in (("iteration", iteration), ("loss", mean_loss), ("lr", lr)):
+                history[key].append(value)
+            loss_sum.zero_()
+            steps_in_window = 0
+            bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if callback is not None and rank == 0 and log_now:
+                callback(history)
+        bar.update(1)
+        if save_now or eval_now:
+            train_seconds += time.perf_counter() - tick
+        if save_now:
+            save_checkpoint(run_state(cfg, model, iteration, history, {}, optimizer, scaler, device), last_path)
+            good_iteration = iteration
+        if eval_now:
+            scores = evaluate_now(iteration)
+            model.train()
+            if freeze_bn:
+                freeze_batchnorm(model)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{lr:.2e}", miou=f"{scores['mean_iou']:.3f}",
+                            refresh=False)
+        if save_now or eval_now:
+            tick = time.perf_counter()
+    train_seconds += time.perf_counter() - tick
+    bar.close()
+
+    model.eval()
+    metrics: dict = {}
+    final_path = None
+    if iteration == cfg.iterations:
+        if not history["eval_iteration"] or history["eval_iteration"][-1] != iteration or scores is None:
+            scores = evaluate_now(iteration)
+        metrics = plain_metrics(scores)
+        if out is not None and rank == 0:
+            final_path = save_checkpoint(run_state(cfg, model, iteration, history, metrics), out / "model.pt")
+    if out is not None and rank == 0:
+        (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history,
+                                                      "metrics": metrics}, indent=1) + "\n")
+    steps = iteration - start
+    return TrainResult(model=model, metrics=metrics, history=history, checkpoint=final_path,
+                       train_seconds=train_seconds,
+                       images_per_second=steps * cfg.batch_size * world / train_seconds if train_seconds > 0 else 0.0,
+                       iteration=iteration)

@@ -1,0 +1,147 @@
+"""The recipe of a training run: :class:`TrainConfig` (every setting, CPU lesson run by default)
+and the poly learning-rate schedule.
+
+DeepLab v1/v2 (arXiv 1412.7062 Sec. 5, arXiv 1606.00915 Sec. 4.1): SGD with momentum 0.9 and
+weight decay 5e-4 on batches of random crops (321 px in the released configs); v2's "poly"
+rate :math:`\\mathrm{lr}_t = \\mathrm{lr}_0 (1 - t / T)^{0.9}`, the classifier at 10x the base rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from deeplab_lessons import config
+from deeplab_lessons.models.norm import NORMS
+from deeplab_lessons.models.registry import INITS, MODEL_SPECS
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; the defaults are the CPU lesson run.
+
+    :meth:`from_settings` fills in the GPU-sized values (paper settings) from
+    :func:`deeplab_lessons.config.lesson_settings`. Units: pixels for sizes, iterations
+    (= optimizer steps) for schedules, learning rates per unit of loss.
+    """
+
+    model: str = _opt("largefov", "model to train: " + ", ".join(MODEL_SPECS))
+    data: str | None = _opt(None, "VOC2012 folder (or one holding VOCdevkit/VOC2012); default: real VOC "
+                                  "under data/ when present, else the embedded set")
+    train_split: str = _opt("train", "training split: train, trainval or trainaug (SBD, 10,582 images)")
+    val_split: str = _opt("val", "split scored after training (and every --eval-every iterations)")
+    num_classes: int = _opt(21, "output classes (21 for VOC: background + 20)")
+    width: float = _opt(0.25, "channel multiplier of the network (1.0 = the paper's)")
+    norm: str = _opt("batch", "none (the papers' VGG), batch (BatchNorm after every conv: trains from random "
+                              "init in minutes) or group (GroupNorm, for small batches)")
+    crop_size: int = _opt(128, "training crop in pixels (321 in the papers)")
+    batch_size: int = _opt(8, "images per optimizer step (per process under torchrun)")
+    iterations: int = _opt(300, "optimizer steps in the whole run (the poly schedule ends here)", flag="--iters")
+    optimizer: str = _opt("adamw", "sgd (the papers: momentum, weight decay) or adamw (faster from random init)")
+    lr: float = _opt(1e-3, "base learning rate (the papers: 1e-3 with SGD from ImageNet weights)")
+    classifier_lr_mult: float = _opt(10.0, "learning-rate multiplier of the classifier layer")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "L2 weight decay")
+    poly_power: float = _opt(0.9, "power of the poly schedule lr * (1 - t/T)^power")
+    scale_min: float = _opt(0.5, "smallest random rescale of a training image")
+    scale_max: float = _opt(1.5, "largest random rescale of a training image")
+    flip: bool = _opt(True, "random left-right flips")
+    pretrained: bool = _opt(False, "start from torchvision ImageNet weights (needs them cached or internet)")
+    init: str = _opt("auto", "start without ImageNet weights: looks-linear (plain VGG nets train in minutes), "
+                             "zero-residual (ResNets: every block starts as the identity), he, or auto "
+                             "(looks-linear for the VGG models, zero-residual for the ResNets)")
+    dropout: float | None = _opt(0.0, "probability of every dropout layer; unset: the model's own (0.5 after "
+                                      "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
+    freeze_bn: bool | None = _opt(None, "keep BatchNorm statistics fixed; unset: when pretrained and batch < 16")
+    amp: bool | None = _opt(None, "mixed precision; unset: on with CUDA, off on CPU")
+    num_workers: int = _opt(0, "DataLoader worker processes (0: load in the training process)")
+    seed: int = _opt(0, "seed of initialisation, data order and augmentation")
+    deterministic: bool = _opt(True, "torch.use_deterministic_algorithms during the run")
+    eval_every: int = _opt(0, "evaluate every N iterations (0: only at the end)")
+    eval_scales: tuple[float, ...] = _opt((1.0,), "input scales averaged at evaluation, e.g. 0.75 1.0 1.25")
+    eval_flip: bool = _opt(False, "also average the left-right flipped prediction at evaluation")
+    checkpoint_every: int = _opt(0, "write OUT/last.pt every N iterations (0: only at the end)")
+    out: str | None = _opt(None, "run folder: last.pt (resumable), model.pt (final weights), history.json")
+    resume: bool = _opt(False, "continue the run in OUT from OUT/last.pt (same schedule position)")
+    stop_at: int | None = _opt(None, "stop after this iteration as if interrupted (checkpoint kept; --resume continues)")
+    device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: config.device(); cuda:LOCAL_RANK under torchrun)")
+    log_every: int = _opt(10, "iterations between loss/LR updates of the progress bar and history")
+    progress: bool = _opt(True, "show a progress bar (loss, LR, ETA)")
+
+    def __post_init__(self) -> None:
+        self.eval_scales = tuple(float(s) for s in self.eval_scales)
+        positive = {"num_classes": self.num_classes, "crop_size": self.crop_size, "batch_size": self.batch_size,
+                    "iterations": self.iterations, "width": self.width, "lr": self.lr, "log_every": self.log_every}
+        bad = {k: v for k, v in positive.items() if not v > 0}
+        if bad:
+            raise ValueError(f"TrainConfig: {', '.join(f'{k}={v!r}' for k, v in bad.items())} must be > 0")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"TrainConfig: need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if not self.eval_scales or min(self.eval_scales) <= 0:
+            raise ValueError(f"TrainConfig: eval_scales must be positive numbers, got {self.eval_scales}")
+        for name in ("eval_every", "checkpoint_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+        if self.norm not in NORMS:
+            raise ValueError(f"TrainConfig: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.init not in INITS:
+            raise ValueError(f"TrainConfig: init must be one of {INITS}, got {self.init!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainConfig: dropout must be in [0, 1) or unset, got {self.dropout!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"TrainConfig: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.stop_at is not None and not 0 < self.stop_at <= self.iterations:
+            raise ValueError(f"TrainConfig: stop_at must be in 1..iterations={self.iterations}, got {self.stop_at}")
+        if self.resume and not self.out:
+            raise ValueError("TrainConfig: resume=True needs out= (the run folder holding last.pt)")
+
+    @classmethod
+    def from_settings(cls, settings: config.LessonSettings | None = None, **overrides: Any) -> "TrainConfig":
+        """The lesson run sized by ``config.lesson_settings()`` (CPU: the defaults; GPU: paper scale).
+
+        Width, crop, batch and workers come from the settings. On the CPU scale the iterations and
+        optimiser are this class's defaults (sized for 3 minutes on 2 cores from random
+        initialisation: BatchNorm, looks-linear init, AdamW, no dropout); on the GPU scale the
+        papers' recipe applies (SGD, base lr 1e-3, ImageNet weights, no added normalisation,
+        dropout 0.5, the settings' iterations, multi-scale + flip evaluation).
+        ``overrides`` replace any field.
+        """
+        s = settings if settings is not None else config.lesson_settings()
+        values: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
+                                  "num_workers": s.num_workers}
+        if s.scale == "gpu":
+            values.update(iterations=s.iterations, optimizer="sgd", lr=1e-3, pretrained=True, norm="none",
+                          dropout=None, eval_scales=tuple(s.eval_scales), eval_flip=True)
+        values.update(overrides)
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """Plain-data form stored in checkpoints (loadable with ``weights_only=True``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config stored by :meth:`as_dict`; fields this version does not know are dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+#: Fields that define the trajectory of a run: a resumed run must agree on them.
+RUN_FIELDS = ("model", "train_split", "num_classes", "width", "norm", "crop_size", "batch_size", "iterations", "optimizer", "lr",
+               "classifier_lr_mult", "momentum", "weight_decay", "poly_power", "scale_min", "scale_max", "flip",
+               "pretrained", "init", "dropout", "freeze_bn", "amp", "seed")
+
+
+def poly_lr(base_lr: float, iteration: int, iterations: int, power: float = 0.9) -> float:
+    """The "poly" rate at step ``iteration`` (0-based) of ``iterations``: ``base_lr * (1 - t/T)^power``.
+
+    DeepLab v2, arXiv 1606.00915 Sec. 4.1 (power 0.9).
+    """
+    if not 0 <= iteration <= iterations:
+        raise ValueError(f"iteration must be in 0..{iterations}, got {iteration}")
+    return base_lr * (1.0 - iteration / iterations) ** power
