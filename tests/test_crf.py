@@ -90,7 +90,9 @@ def test_lattice_keeps_images_of_a_batch_apart():
 
 
 @pytest.mark.parametrize("params", [CRFParams(), CRFParams(bi_xy_std=10, bi_rgb_std=13, iterations=5),
-                                    CRFParams(pos_w=0), CRFParams(bi_w=0, pos_w=5)])
+                                    CRFParams(pos_w=0), CRFParams(bi_w=0, pos_w=5),
+                                    CRFParams(normalization="symmetric"),
+                                    CRFParams(bi_xy_std=10, bi_rgb_std=13, normalization="symmetric")])
 def test_torch_agrees_with_naive(small_case, params):
     image, _, probs = small_case
     q_naive = dense_crf(image, probs, params, backend="naive")
@@ -100,11 +102,14 @@ def test_torch_agrees_with_naive(small_case, params):
 
 
 @needs_pydensecrf
-def test_torch_matches_pydensecrf_numerically():
-    """Same lattice, normalisation, compatibility and update: equal to float32 rounding."""
+@pytest.mark.parametrize("normalization", ["after", "symmetric"])
+def test_torch_matches_pydensecrf_numerically(normalization):
+    """Same lattice, normalisation (NORMALIZE_AFTER / NORMALIZE_SYMMETRIC), compatibility and
+    update: equal to float32 rounding."""
     image, labels = synthesize_image(0, 1, size=(96, 128))
     probs = noisy_probs(labels, 21, seed=2, signal=1.5)
-    for params in (CRFParams(), CRFParams(bi_w=5, bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1)):
+    for params in (CRFParams(normalization=normalization),
+                   CRFParams(bi_w=5, bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1, normalization=normalization)):
         q_pd = dense_crf(image, probs, params, backend="pydensecrf")
         q_torch = dense_crf(image, probs, params, backend="torch")
         assert np.abs(q_pd - q_torch).max() < 1e-4
@@ -120,6 +125,36 @@ def test_steps_follow_pydensecrf_iteration_by_iteration(small_case):
     assert len(torch_steps) == len(pd_steps) == 4
     for a, b in zip(torch_steps, pd_steps):
         assert np.abs(a - b).max() < 1e-4
+
+
+def test_naive_after_normalisation_is_a_weighted_average_by_hand(small_case):
+    """One mean-field step with D^-1 K written out in numpy (rows of D^-1 K sum to 1) against the
+    naive backend; the symmetric normalisation gives another answer on the same input."""
+    image, _, probs = small_case
+    crop, p = image[:12, :14], probs[:, :12, :14] / probs[:, :12, :14].sum(0)
+    params = CRFParams(pos_w=2.0, pos_xy_std=2.0, bi_w=3.0, bi_xy_std=6.0, bi_rgb_std=20.0, iterations=1)
+    h, w = crop.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    pos = np.stack([yy.ravel(), xx.ravel()], 1).astype(np.float64)
+    rgb = crop.reshape(-1, 3).astype(np.float64)
+
+    def gauss(f):
+        d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+        return np.exp(-0.5 * d2)
+
+    k_bi = gauss(np.concatenate([pos / params.bi_xy_std, rgb / params.bi_rgb_std], 1))
+    k_pos = gauss(pos / params.pos_xy_std)
+    q0 = p.reshape(p.shape[0], -1).T.astype(np.float64)
+    unary = -np.log(np.maximum(q0, 1e-5))
+    message = sum(weight * (k / k.sum(1, keepdims=True)) @ q0 for weight, k in ((params.bi_w, k_bi),
+                                                                               (params.pos_w, k_pos)))
+    energy = -unary + message
+    expected = np.exp(energy - energy.max(1, keepdims=True))
+    expected = (expected / expected.sum(1, keepdims=True)).T.reshape(p.shape)
+    q_naive = dense_crf(crop, p, params, backend="naive")
+    np.testing.assert_allclose(q_naive, expected, atol=1e-5)
+    q_sym = dense_crf(crop, p, params.replace(normalization="symmetric"), backend="naive")
+    assert np.abs(q_sym - expected).max() > 1e-3
 
 
 def test_crf_cleans_a_noisy_unary(small_case):
@@ -290,6 +325,8 @@ def test_bad_inputs_raise_clear_errors(small_case):
         CRFParams(bi_xy_std=0)
     with pytest.raises(ValueError, match="iterations"):
         CRFParams(iterations=2.5)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        CRFParams(normalization="before")
     big, big_labels = synthesize_image(0, 0, size=(80, 80))
     with pytest.raises(ValueError, match="naive"):
         dense_crf(big, noisy_probs(big_labels, 3, seed=0), backend="naive")

@@ -11,6 +11,7 @@ import torchvision
 
 from deeplab_lessons.atrous import atrous_equivalence_error
 from deeplab_lessons.inference import predict
+from deeplab_lessons.receptive_field import receptive_fields
 from deeplab_lessons.models import (
     check_vgg16_state_dict,
     conv_macs,
@@ -54,11 +55,39 @@ def vgg16_sd():
 
 @pytest.mark.parametrize("fov,size", [("largefov", (64, 64)), ("largefov", (65, 63)), ("largefov", (70, 57)),
                                       ("largefov", (321, 33)), ("7x7", (65, 64)), ("4x4", (63, 66))])
-def test_output_is_ceil_of_input_over_8(fov, size):
+def test_output_size_on_each_trunk(fov, size):
+    """LargeFOV trunk: ceil(H / 8). DeepLab trunk: three 2x2/2 pools with padding 1 and Caffe's
+    ceil rounding (H -> floor(H / 2) + 1 each), then pool4 2x2/1 (-1)."""
     torch.manual_seed(0)
     model = deeplab_v1(num_classes=5, fov=fov, width=TINY).eval()
     out = model(torch.randn(1, 3, *size))
-    assert out.shape == (1, 5, math.ceil(size[0] / 8), math.ceil(size[1] / 8))
+
+    def deeplab_trunk(n):
+        for _ in range(3):
+            n = n // 2 + 1
+        return n - 1
+
+    expected = [math.ceil(n / 8) if fov == "largefov" else deeplab_trunk(n) for n in size]
+    assert out.shape == (1, 5, *expected)
+
+
+def test_released_v1_trunks_give_the_papers_fields_and_sizes():
+    """v1 Sec. 3.2: 404 px (fc6 7x7, rate 4) and 308 px (4x4, rate 4) on the DeepLab trunk;
+    its 306-px crops give 39 x 39 scores. The LargeFOV trunk adds 31 px: 15 from its 3x3 pools
+    in blocks 1-4 (1 + 2 + 4 + 8) and 16 from pool5a (2 x 8)."""
+    expect = {("7x7", None): (404, "deeplab"), ("4x4", None): (308, "deeplab"), ("largefov", None): (435, "largefov"),
+              ("7x7", "largefov"): (435, "largefov"), ("4x4", "largefov"): (339, "largefov"),
+              ("largefov", "deeplab"): (404, "deeplab")}
+    for (fov, trunk), (field, built) in expect.items():
+        model = deeplab_v1(fov=fov, trunk=trunk, width=TINY).eval()
+        assert model.trunk == built
+        rows = receptive_fields(model, 306)
+        assert [r.size for r in rows if r.name.endswith("fc6")] == [field], (fov, trunk)
+        assert [r.size for r in rows if r.name.endswith("pool5")] == [212 if built == "deeplab" else 227]
+        with torch.no_grad():
+            assert model(torch.zeros(1, 3, 306, 306)).shape[-2:] == (39, 39)
+    with pytest.raises(ValueError, match="trunk must be one of"):
+        deeplab_v1(trunk="vgg")
 
 
 def test_papers_sizes_321_and_513():
@@ -98,7 +127,7 @@ def test_fc6_geometry(fov, kernel, rate):
 
 
 def test_trunk_strides_and_dilations():
-    f = vgg16_features(TINY, "deeplab")
+    f = vgg16_features(TINY, "largefov")
     assert [f.get_submodule(f"pool{i}").stride for i in range(1, 6)] == [2, 2, 2, 1, 1]
     assert all(f.get_submodule(f"conv5_{i}").dilation == (2, 2) for i in (1, 2, 3))
     assert f.conv4_3.dilation == (1, 1)
@@ -224,7 +253,7 @@ def _three_trunks(seed=0):
     torch.manual_seed(seed)
     dense = vgg16_features(TINY, "dense").eval()
     strided = vgg16_features(TINY, "stride32").eval()
-    deeplab = vgg16_features(TINY, "deeplab").eval()
+    deeplab = vgg16_features(TINY, "largefov").eval()
     strided.load_state_dict(dense.state_dict())
     deeplab.load_state_dict(dense.state_dict())
     return dense, strided, deeplab

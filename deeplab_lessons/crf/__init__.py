@@ -16,8 +16,8 @@ Import every name from here: ``from deeplab_lessons.crf import dense_crf, CRFPar
 
 from .api import BACKENDS, dense_crf
 from .boundary import boundary_pixels, trimap_band, trimap_scores
-from .core import (PROB_CLIP, CRFParams, Kernel, check_image, check_probs, make_kernel, mean_field,
-                   symmetric_norm, unary_from_probs)
+from .core import (NORMALIZATIONS, PROB_CLIP, CRFParams, Kernel, check_image, check_probs, kernel_norm, make_kernel,
+                   mean_field, unary_from_probs)
 from .lattice import LatticeSum, PermutohedralLattice, lattice_features
 from .naive import gaussian_kernel_matrix, naive_kernels, naive_steps
 from .pipeline import ORDERS, downsample_image, refine
@@ -27,8 +27,8 @@ from .torch_backend import DenseCRF
 __all__ = [
     "BACKENDS", "dense_crf",
     "boundary_pixels", "trimap_band", "trimap_scores",
-    "PROB_CLIP", "CRFParams", "Kernel", "check_image", "check_probs", "make_kernel", "mean_field",
-    "symmetric_norm", "unary_from_probs",
+    "NORMALIZATIONS", "PROB_CLIP", "CRFParams", "Kernel", "check_image", "check_probs", "kernel_norm", "make_kernel",
+    "mean_field", "unary_from_probs",
     "LatticeSum", "PermutohedralLattice", "lattice_features",
     "gaussian_kernel_matrix", "naive_kernels", "naive_steps",
     "ORDERS", "downsample_image", "refine",

@@ -18,8 +18,17 @@ and iterates
 
     Q_i(l) <- softmax_l( -psi_u(l) + sum_m w_m sum_j k~_m(i, j) Q_j(l) )
 
-where ``k~_m`` is kernel m normalised symmetrically, ``k~ = D^-1/2 K D^-1/2`` with
-``D = diag(K 1)`` (the NORMALIZE_SYMMETRIC default of densecrf / pydensecrf). Every number
+where ``k~_m`` is kernel m normalised by its row sums ``D = diag(K 1)``, one of two ways
+(``CRFParams.normalization``):
+
+- ``"after"``: ``k~ = D^-1 K``, each pixel's message a weighted *average* of its neighbours'
+  marginals. This is what DeepLab ran: deeplab-public ships Krähenbühl's 2011 densecrf code,
+  whose kernels normalise this way (densecrf's ``NORMALIZE_AFTER``).
+- ``"symmetric"``: ``k~ = D^-1/2 K D^-1/2`` (``NORMALIZE_SYMMETRIC``), the default of the 2013
+  densecrf release and so of pydensecrf. The matrix stays symmetric; a pixel in a sparsely
+  populated region of feature space (a rare colour) sends more than one unit of message mass.
+
+Every number
 means what it means in pydensecrf's ``DenseCRF2D``: ``bi_w`` = w1 (``compat`` of
 ``addPairwiseBilateral``), ``bi_xy_std`` = theta_alpha (``sxy``), ``bi_rgb_std`` = theta_beta
 (``srgb``), ``pos_w`` = w2, ``pos_xy_std`` = theta_gamma, all in pixels and 0-255 intensity units.
@@ -37,6 +46,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+#: Kernel normalisations: DeepLab's ``D^-1 K`` and pydensecrf's default ``D^-1/2 K D^-1/2``.
+NORMALIZATIONS = ("after", "symmetric")
+
 #: Probabilities are clipped to this before the log, as pydensecrf's ``unary_from_softmax``.
 PROB_CLIP = 1e-5
 
@@ -51,6 +63,8 @@ class CRFParams:
     - ``bi_xy_std`` (theta_alpha): its spatial width, pixels
     - ``bi_rgb_std`` (theta_beta): its colour width, 0-255 intensity units
     - ``iterations``: mean-field iterations
+    - ``normalization``: ``"after"`` (``D^-1 K``, DeepLab's densecrf) or ``"symmetric"``
+      (``D^-1/2 K D^-1/2``, pydensecrf's default); see the module docstring
 
     DeepLab v2 with ResNet-101 used ``bi_w=4, bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1``.
     """
@@ -61,8 +75,11 @@ class CRFParams:
     bi_xy_std: float = 121.0
     bi_rgb_std: float = 5.0
     iterations: int = 10
+    normalization: str = "after"
 
     def __post_init__(self):
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"CRFParams.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         for name in ("pos_w", "bi_w"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
@@ -150,9 +167,9 @@ def to_kind(result: torch.Tensor, like) -> np.ndarray | torch.Tensor:
 
 @dataclass
 class Kernel:
-    """One pairwise term: weight w and the normalised filter ``v -> D^-1/2 K D^-1/2 v`` ([P, C]).
+    """One pairwise term: weight w and the normalised filter ``v -> k~ v`` ([P, C]).
 
-    ``peak`` is the largest entry of ``D^-1/2 K D^-1/2 1``, so every message ``w k~ Q`` lies
+    ``peak`` is the largest entry of ``k~ 1`` (1 for ``D^-1 K``), so every message ``w k~ Q`` lies
     in ``[0, w * peak]``; it decides whether the softmax needs its max-subtraction.
     """
 
@@ -161,18 +178,29 @@ class Kernel:
     peak: float
 
     def add_message(self, energy: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """``energy + w D^-1/2 K D^-1/2 q`` for [P, C] tensors (in place when nothing needs gradients)."""
+        """``energy + w k~ q`` for [P, C] tensors (in place when nothing needs gradients)."""
         filtered = self.filter_fn(q)
         if torch.is_grad_enabled() and (energy.requires_grad or filtered.requires_grad):
             return energy + self.weight * filtered
         return energy.add_(filtered, alpha=self.weight)
 
 
-def symmetric_norm(filter_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int,
-                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """densecrf's NORMALIZE_SYMMETRIC factor ``D^-1/2 = 1 / sqrt(K 1)`` as a ``[P, 1]`` column."""
+def kernel_norm(filter_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int, normalization: str,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors ``(before, after)``, ``[P, 1]`` columns, that make ``diag(after) K diag(before)``
+    the normalised kernel: ``(1, 1 / (K 1))`` for ``"after"``, ``(D^-1/2, D^-1/2)`` for ``"symmetric"``.
+
+    As densecrf's ``DenseKernel::initLattice``: ``D = K 1`` (plus 1e-20), computed with the
+    unnormalised filter ``filter_fn``.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     with torch.no_grad():
-        return 1.0 / torch.sqrt(filter_fn(torch.ones(num_rows, 1, device=device, dtype=dtype)) + 1e-20)
+        degree = filter_fn(torch.ones(num_rows, 1, device=device, dtype=dtype)) + 1e-20
+    if normalization == "after":
+        return torch.ones_like(degree), 1.0 / degree
+    root = 1.0 / torch.sqrt(degree)
+    return root, root
 
 
 def make_kernel(weight: float, normalised_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int,

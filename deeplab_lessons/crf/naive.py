@@ -2,7 +2,7 @@
 
 The reference the fast backends are tested against, and the version a learner can read in
 one screen: kernel matrices ``K[i, j] = exp(-|f_i - f_j|^2 / 2)`` over the same scaled
-features (Krähenbühl & Koltun 2011, eq. 3), the same symmetric normalisation and the same
+features (Krähenbühl & Koltun 2011, eq. 3), the same normalisation (``CRFParams.normalization``) and the same
 mean-field loop (:func:`.core.mean_field`) as the permutohedral backend. Small images only.
 """
 
@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from .core import (CRFParams, Kernel, check_image, check_probs, make_kernel, mean_field, symmetric_norm,
+from .core import (CRFParams, Kernel, check_image, check_probs, kernel_norm, make_kernel, mean_field,
                   unary_from_probs)
 from .lattice import lattice_features
 
@@ -50,8 +50,9 @@ def naive_kernels(image: torch.Tensor, params: CRFParams, include_self: bool = T
         terms.append((params.pos_w, gaussian_kernel_matrix(feats, include_self)))
     out = []
     for weight, matrix in terms:
-        norm = symmetric_norm(matrix.__matmul__, height * width, image.device, torch.float64)
-        out.append(make_kernel(weight, (norm * matrix * norm.T).__matmul__, height * width, image.device,
+        before, after = kernel_norm(matrix.__matmul__, height * width, params.normalization, image.device,
+                                    torch.float64)
+        out.append(make_kernel(weight, (after * matrix * before.T).__matmul__, height * width, image.device,
                                torch.float64))
     return out
 

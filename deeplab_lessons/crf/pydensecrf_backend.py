@@ -3,7 +3,8 @@
 Imported only when ``backend="pydensecrf"`` is asked for, so the package works without it.
 The unary is :func:`.core.unary_from_probs` (pydensecrf's ``unary_from_softmax``), kernels are
 added exactly as DeepLab's scripts do (``addPairwiseGaussian`` then ``addPairwiseBilateral``,
-Potts compatibility, diagonal kernels, symmetric normalisation).
+Potts compatibility, diagonal kernels) with the normalisation ``params.normalization`` asks for:
+``NORMALIZE_AFTER`` (DeepLab's) or ``NORMALIZE_SYMMETRIC`` (pydensecrf's default).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ def pydensecrf_model(image: np.ndarray, probs: np.ndarray, params: CRFParams):
     model = dcrf.DenseCRF2D(w, h, c)
     unary = unary_from_probs(torch.from_numpy(probs.astype(np.float32))).numpy()
     model.setUnaryEnergy(np.ascontiguousarray(unary.reshape(c, h * w)))
+    normalization = {"after": dcrf.NORMALIZE_AFTER, "symmetric": dcrf.NORMALIZE_SYMMETRIC}[params.normalization]
     if params.pos_w != 0:
-        model.addPairwiseGaussian(sxy=float(params.pos_xy_std), compat=float(params.pos_w))
+        model.addPairwiseGaussian(sxy=float(params.pos_xy_std), compat=float(params.pos_w),
+                                  normalization=normalization)
     if params.bi_w != 0:
         model.addPairwiseBilateral(sxy=float(params.bi_xy_std), srgb=float(params.bi_rgb_std),
-                                   rgbim=np.ascontiguousarray(image), compat=float(params.bi_w))
+                                   rgbim=np.ascontiguousarray(image), compat=float(params.bi_w),
+                                   normalization=normalization)
     return model
 
 

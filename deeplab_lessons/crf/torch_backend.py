@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from .core import CRFParams, Kernel, as_tensor, check_image, check_probs, make_kernel, mean_field, symmetric_norm, unary_from_probs
+from .core import CRFParams, Kernel, as_tensor, check_image, check_probs, kernel_norm, make_kernel, mean_field, unary_from_probs
 from .lattice import LatticeSum, PermutohedralLattice, lattice_features
 
 
@@ -48,16 +48,18 @@ class DenseCRF:
         """Pixels of all images together (rows of the [P, C] arrays mean field works on)."""
         return self.batch * self.height * self.width
 
-    def normalised_lattice(self, xy_std: float, rgb_std: float | None = None) -> tuple[PermutohedralLattice, float]:
-        """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with the symmetric
-        normalisation folded in (``D^-1/2 K D^-1/2``), and its peak response; cached."""
-        key = (float(xy_std), None if rgb_std is None else float(rgb_std))
+    def normalised_lattice(self, xy_std: float, rgb_std: float | None = None,
+                           normalization: str = "after") -> tuple[PermutohedralLattice, float]:
+        """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with its
+        normalisation folded in (``D^-1 K`` for ``"after"``, ``D^-1/2 K D^-1/2`` for
+        ``"symmetric"``), and its peak response; cached."""
+        key = (float(xy_std), None if rgb_std is None else float(rgb_std), normalization)
         if key not in self._cache:
             feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
                                      xy_std, rgb_std, device=self.device)
             lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
-            norm = symmetric_norm(lat.filter, self.num_pixels, self.device)
-            lat = lat.scaled(norm, norm)
+            before, after = kernel_norm(lat.filter, self.num_pixels, normalization, self.device)
+            lat = lat.scaled(before, after)
             self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)
             self.lattice_builds += 1
             while len(self._cache) > self._max_cached:
@@ -75,9 +77,9 @@ class DenseCRF:
         params = params if params is not None else self.params
         terms = []
         if params.bi_w != 0:
-            terms.append(((params.bi_xy_std, params.bi_rgb_std), float(params.bi_w)))
+            terms.append(((params.bi_xy_std, params.bi_rgb_std, params.normalization), float(params.bi_w)))
         if params.pos_w != 0:
-            terms.append(((params.pos_xy_std, None), float(params.pos_w)))
+            terms.append(((params.pos_xy_std, None, params.normalization), float(params.pos_w)))
         if not terms:
             return []
         parts = [self.normalised_lattice(*key) for key, _ in terms]
@@ -125,5 +127,5 @@ class DenseCRF:
         return self._unflat(q)
 
     def cached_lattices(self) -> list[tuple]:
-        """Keys ``(xy_std, rgb_std or None)`` of the kernels built so far, oldest first."""
+        """Keys ``(xy_std, rgb_std or None, normalization)`` of the kernels built so far, oldest first."""
         return list(self._cache)

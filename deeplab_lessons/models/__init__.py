@@ -4,8 +4,10 @@ Where each thing lives (import every name from here, ``from deeplab_lessons.mode
 
 - :mod:`.common`: input normalisation, logits -> image size, convolution cost, and the helpers
   every builder shares (width multiplier, weight init, the classifier's parameters);
-- :mod:`.aspp`: v2's ASPP head and v3's ASPP with image pooling; :mod:`.vgg`: v1 and v2 on
-  VGG16, ImageNet weight surgery; :mod:`.resnet`: v3 and v3+ on a dilated ResNet;
+- :mod:`.aspp`: v2's ASPP head and v3's ASPP with image pooling; :mod:`.vgg`: v1 (both released
+  trunks) and v2 on VGG16, ImageNet weight surgery; :mod:`.resnet`: v3 and v3+ on a dilated
+  ResNet or :mod:`.xception` (v3+'s aligned Xception-65); :mod:`.separable`: atrous separable
+  convolution; :mod:`.msc`: v2's multi-scale inputs with max fusion;
 - :mod:`.init`: starts for training from scratch; :mod:`.norm`: BatchNorm / GroupNorm added,
   swapped or frozen;
 - :mod:`.registry`: models by name (:func:`build_model`), what the trainer builds.
@@ -28,13 +30,18 @@ from .common import (IMAGENET_MEAN, IMAGENET_STD, MAX_WIDTH, check_num_classes, 
                      upsample_logits)
 from .init import looks_linear_, zero_residual_
 from .norm import NORMS, freeze_batchnorm, group_norm, set_norm
-from .registry import (BUILDERS, INITS, MODEL_SPECS, available_models, build_model, load_pretrained,
-                       register_model, resolve_init)
-from .resnet import (RESNET_UNITS, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet, deeplab_v3,
-                     deeplab_v3plus, imagenet_resnet_state_dict, transplant_resnet, unit_dilations)
-from .vgg import (FC6_VARIANTS, TORCHVISION_CONV_INDEX, TRUNK_MODES, VGG16_BLOCKS, DeepLabV1, DeepLabV2,
+from .msc import MSC, MSC_SCALES, check_scales
+from .registry import (BUILDERS, INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, available_models, build_model,
+                       load_pretrained, pretrained_backbone, published_label_target, register_model, resolve_init)
+from .resnet import (RESNET_UNITS, V3_BACKBONES, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet,
+                     deeplab_v3, deeplab_v3plus, imagenet_resnet_state_dict, layer_plan, transplant_resnet,
+                     unit_dilations)
+from .separable import SeparableConv2d
+from .vgg import (FC6_VARIANTS, TORCHVISION_CONV_INDEX, TRUNK_MODES, V1_TRUNKS, VGG16_BLOCKS, DeepLabV1, DeepLabV2,
                   check_vgg16_state_dict, decimation_indices, deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict,
                   transplant_vgg16, vgg16_features)
+from .xception import (XCEPTION65_BLOCKS, XCEPTION_OUTPUT_STRIDES, AlignedXception, XceptionBlock, block_plan,
+                       xception_channels)
 
 __all__ = [
     "ASPP", "V2_RATES", "ASPPv2Head", "ImagePooling", "aspp_rates", "valid_tap_counts", "valid_tap_fraction",
@@ -42,11 +49,15 @@ __all__ = [
     "conv_macs", "denormalize", "init_weights", "normalize", "scaled_channels", "split_parameters", "upsample_logits",
     "looks_linear_", "zero_residual_",
     "NORMS", "freeze_batchnorm", "group_norm", "set_norm",
-    "BUILDERS", "INITS", "MODEL_SPECS", "available_models", "build_model", "load_pretrained", "register_model",
-    "resolve_init",
-    "RESNET_UNITS", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet", "deeplab_v3",
-    "deeplab_v3plus", "imagenet_resnet_state_dict", "transplant_resnet", "unit_dilations",
-    "FC6_VARIANTS", "TORCHVISION_CONV_INDEX", "TRUNK_MODES", "VGG16_BLOCKS", "DeepLabV1", "DeepLabV2",
+    "MSC", "MSC_SCALES", "check_scales",
+    "BUILDERS", "INITS", "LABEL_TARGETS", "MODEL_FAMILY", "MODEL_SPECS", "available_models", "build_model",
+    "load_pretrained", "pretrained_backbone", "published_label_target", "register_model", "resolve_init",
+    "RESNET_UNITS", "V3_BACKBONES", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet",
+    "deeplab_v3", "deeplab_v3plus", "imagenet_resnet_state_dict", "layer_plan", "transplant_resnet", "unit_dilations",
+    "SeparableConv2d",
+    "FC6_VARIANTS", "TORCHVISION_CONV_INDEX", "TRUNK_MODES", "V1_TRUNKS", "VGG16_BLOCKS", "DeepLabV1", "DeepLabV2",
     "check_vgg16_state_dict", "decimation_indices", "deeplab_v1", "deeplab_v2", "imagenet_vgg16_state_dict",
     "transplant_vgg16", "vgg16_features",
+    "XCEPTION65_BLOCKS", "XCEPTION_OUTPUT_STRIDES", "AlignedXception", "XceptionBlock", "block_plan",
+    "xception_channels",
 ]

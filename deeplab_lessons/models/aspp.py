@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .separable import SeparableConv2d
+
 #: DeepLab v2's two pyramids (arXiv 1606.00915, Sec. 4.1): atrous rates of the four fc6 branches.
 V2_RATES: dict[str, tuple[int, int, int, int]] = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 
@@ -99,7 +101,9 @@ class ASPPv2Head(nn.Module):
 
 
 def _conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, rate: int,
-                    norm_layer: Callable[[int], nn.Module]) -> nn.Sequential:
+                    norm_layer: Callable[[int], nn.Module], separable: bool = False) -> nn.Sequential:
+    if separable and kernel_size == 3:
+        return SeparableConv2d(in_channels, out_channels, rate, norm_layer=norm_layer)
     padding = 0 if kernel_size == 1 else rate
     return nn.Sequential(OrderedDict([
         ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=rate, bias=False)),
@@ -144,13 +148,16 @@ class ASPP(nn.Module):
         dropout: dropout probability after the projection (0.1 in the released code).
         norm_layer: factory ``channels -> module``; BatchNorm as in the paper, GroupNorm for
             tiny batches.
+        separable: atrous *separable* 3x3 branches (:class:`.separable.SeparableConv2d`), as in
+            DeepLab v3+ (arXiv 1802.02611, Sec. 3.2).
 
     Returns (forward):
         features ``[N, out_channels, H, W]`` (not class logits; add a 1x1 classifier after it).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 256, atrous_rates: Sequence[int] = (6, 12, 18),
-                 dropout: float = 0.1, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+                 dropout: float = 0.1, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 separable: bool = False) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
@@ -158,7 +165,8 @@ class ASPP(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.atrous_rates = _check_rates(atrous_rates)
         branches = [_conv_norm_relu(in_channels, out_channels, 1, 1, norm_layer)]
-        branches += [_conv_norm_relu(in_channels, out_channels, 3, r, norm_layer) for r in self.atrous_rates]
+        branches += [_conv_norm_relu(in_channels, out_channels, 3, r, norm_layer, separable) for r in self.atrous_rates]
+        self.separable = separable
         branches.append(ImagePooling(in_channels, out_channels, norm_layer))
         self.branches = nn.ModuleList(branches)
         self.project = nn.Sequential(OrderedDict([
@@ -167,6 +175,18 @@ class ASPP(nn.Module):
             ("relu", nn.ReLU(inplace=True)),
             ("dropout", nn.Dropout(dropout)),
         ]))
+
+    def set_rates(self, atrous_rates: Sequence[int]) -> None:
+        """Give the 3x3 branches other atrous rates (dilation = padding), keeping their weights."""
+        rates = _check_rates(atrous_rates)
+        if len(rates) != len(self.atrous_rates):
+            raise ValueError(f"need {len(self.atrous_rates)} rates, got {atrous_rates!r}")
+        for branch, rate in zip(self.branches[1:1 + len(rates)], rates):
+            if isinstance(branch, SeparableConv2d):
+                branch.set_geometry(1, rate)
+            else:
+                branch.conv.dilation, branch.conv.padding = (rate, rate), (rate, rate)
+        self.atrous_rates = rates
 
     def branch_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five branch outputs, each ``[N, out_channels, H, W]``, before concatenation."""

@@ -10,14 +10,15 @@ run time (tests, experiments).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
 from .common import classifier_parameters
 from .init import looks_linear_, zero_residual_
+from .msc import MSC
 from .norm import set_norm
-from .resnet import deeplab_v3, deeplab_v3plus
+from .resnet import DilatedResNet, deeplab_v3, deeplab_v3plus
 from .vgg import deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict, transplant_vgg16
 
 #: name -> (builder function in deeplab_lessons.models, fixed keyword arguments, one-line description)
@@ -29,7 +30,20 @@ MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
     "aspp-s": ("deeplab_v2", {"aspp": "S"}, "DeepLab v2 VGG16 + ASPP-S, rates {2, 4, 8, 12}"),
     "v3": ("deeplab_v3", {}, "DeepLab v3: dilated ResNet + ASPP with image pooling"),
     "v3plus": ("deeplab_v3plus", {}, "DeepLab v3+: v3 encoder + stride-4 decoder"),
+    "v3plus-xception": ("deeplab_v3plus", {"backbone": "xception65"},
+                        "DeepLab v3+: aligned Xception-65, atrous separable ASPP and decoder"),
 }
+
+#: The paper family of each named model: which published recipe and label target it follows.
+MODEL_FAMILY: dict[str, str] = {
+    "largefov": "v1-largefov", "deeplab-7x7": "v1-deeplab", "deeplab-4x4": "v1-deeplab",
+    "aspp-l": "v2", "aspp-s": "v2", "v3": "v3", "v3plus": "v3plus", "v3plus-xception": "v3plus",
+}
+
+#: Where the loss compares logits and labels, as published: v1/v2 subsample the labels by 8
+#: (the Caffe configs' ``label_shrink``, ``shrink_factor: 8``); v3 upsamples the logits instead
+#: (arXiv 1706.05587, Appendix, Table 8: 76.01 -> 77.21), as does v3+.
+LABEL_TARGETS = ("shrink", "upsample")
 
 #: The builder functions MODEL_SPECS names.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -46,6 +60,20 @@ INITS = ("auto", "he", "looks-linear", "zero-residual")
 #: zero-initialised residual branches (the ResNets).
 _LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s")
 _ZERO_RESIDUAL_MODELS = ("v3", "v3plus")
+
+
+def published_label_target(name: str) -> str:
+    """``"shrink"`` for the v1/v2 models, ``"upsample"`` for v3/v3+ and models registered at run time."""
+    return "shrink" if MODEL_FAMILY.get(name, "").startswith(("v1", "v2")) else "upsample"
+
+
+def pretrained_backbone(model: nn.Module) -> nn.Module | None:
+    """The submodule of ``model`` whose BatchNorm layers come with ImageNet weights: the ResNet
+    ``backbone`` of v3/v3+ (looked up through an :class:`~.msc.MSC` wrapper); ``None`` for the
+    VGG models, whose ImageNet trunk has no BatchNorm (any BatchNorm there is new)."""
+    inner = model.model if isinstance(model, MSC) else model
+    backbone = getattr(inner, "backbone", None)
+    return backbone if isinstance(backbone, DilatedResNet) else None
 
 
 def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
@@ -89,7 +117,7 @@ def resolve_init(name: str, init: str) -> str:
 
 def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str = "none",
                 pretrained: bool = False, init: str = "he", dropout: float | None = None,
-                **kwargs: Any) -> nn.Module:
+                msc_scales: Sequence[float] | None = None, **kwargs: Any) -> nn.Module:
     """Build a model by its short name (``largefov``, ``deeplab-7x7``, ``aspp-l``, ``aspp-s``, ``v3``, ``v3plus``).
 
     ``width`` scales every channel count (1.0 = the paper's network). ``norm`` is applied with
@@ -104,7 +132,8 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
     :func:`~deeplab_lessons.models.zero_residual_` (ResNets); ``"auto"``, looks-linear for the
     v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout``
     sets the probability of every ``nn.Dropout`` (``None`` keeps the model's own: 0.5 after
-    v1/v2's fc6 and fc7).
+    v1/v2's fc6 and fc7). ``msc_scales`` (e.g. ``(1, 0.75, 0.5)``) wraps the result in v2's
+    multi-scale-input :class:`~deeplab_lessons.models.MSC`; empty or ``None``: no wrapper.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -140,7 +169,7 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = float(dropout)
-    return model
+    return MSC(model, msc_scales) if msc_scales else model
 
 
 def load_pretrained(model: nn.Module, name: str) -> None:

@@ -45,9 +45,14 @@ from torchvision.models.resnet import Bottleneck, conv1x1, conv3x3
 
 from .aspp import ASPP, aspp_rates
 from .common import check_num_classes, check_width, init_weights, scaled_channels, split_parameters
+from .separable import SeparableConv2d
+from .xception import AlignedXception
 
 #: Units per layer (layer1..layer4) of the ResNets the papers use (He et al., arXiv 1512.03385, Table 1).
 RESNET_UNITS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+#: Backbones of :func:`deeplab_v3` / :func:`deeplab_v3plus`.
+V3_BACKBONES = ("resnet50", "resnet101", "xception65")
 
 #: Which of layer2/3/4 trade their stride for dilation, per output stride.
 _DILATED_LAYERS = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
@@ -83,18 +88,16 @@ class DilatedResNet(nn.Module):
         self.width = width
         self._norm_layer = norm_layer
         self.inplanes = scaled_channels(64, width)
-        self.dilation = 1
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        dilate = _DILATED_LAYERS[output_stride]
-        self.layer1 = self._make_layer(scaled_channels(64, width), units[0])
+        plan = layer_plan(output_stride, multi_grid, units)
+        self.layer1 = self._make_layer(scaled_channels(64, width), 1, [1] * units[0])
         self.low_level_channels = self.inplanes
-        self.layer2 = self._make_layer(scaled_channels(128, width), units[1], stride=2, dilate=dilate[0])
-        self.layer3 = self._make_layer(scaled_channels(256, width), units[2], stride=2, dilate=dilate[1])
-        self.layer4 = self._make_layer(scaled_channels(512, width), units[3], stride=2, dilate=dilate[2],
-                                       multi_grid=multi_grid)
+        self.layer2 = self._make_layer(scaled_channels(128, width), *plan[0])
+        self.layer3 = self._make_layer(scaled_channels(256, width), *plan[1])
+        self.layer4 = self._make_layer(scaled_channels(512, width), *plan[2])
         self.out_channels = self.inplanes
         for m in self.modules():  # torchvision's ResNet initialisation
             if isinstance(m, nn.Conv2d):
@@ -103,16 +106,7 @@ class DilatedResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1, dilate: bool = False,
-                    multi_grid: Sequence[int] | None = None) -> nn.Sequential:
-        previous_dilation = self.dilation
-        if dilate:
-            self.dilation *= stride
-            stride = 1
-        if multi_grid is None:
-            rates = [previous_dilation] + [self.dilation] * (blocks - 1)
-        else:
-            rates = [self.dilation * r for r in multi_grid]
+    def _make_layer(self, planes: int, stride: int, rates: Sequence[int]) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
@@ -125,11 +119,51 @@ class DilatedResNet(nn.Module):
             self.inplanes = planes * Bottleneck.expansion
         return nn.Sequential(*layers)
 
+    def set_output_stride(self, output_stride: int) -> None:
+        """Re-plan layer2-4 for another output stride, in place, keeping every weight.
+
+        Only strides and dilations change (a 3x3 conv's weights do not depend on them), which
+        is how v3 trains at output stride 16 and evaluates at 8 (Sec. 4.3, Table 6).
+        """
+        if output_stride not in _DILATED_LAYERS:
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        plan = layer_plan(output_stride, self.multi_grid, RESNET_UNITS[self.name])
+        for layer, (stride, rates) in zip((self.layer2, self.layer3, self.layer4), plan):
+            for i, (block, rate) in enumerate(zip(layer, rates)):
+                s = stride if i == 0 else 1
+                block.stride = s
+                block.conv2.stride, block.conv2.dilation, block.conv2.padding = (s, s), (rate, rate), (rate, rate)
+                if block.downsample is not None:
+                    block.downsample[0].stride = (s, s)
+        self.output_stride = output_stride
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         low_level = self.layer1(x)
         out = self.layer4(self.layer3(self.layer2(low_level)))
         return {"low_level": low_level, "out": out}
+
+
+def layer_plan(output_stride: int, multi_grid: Sequence[int] | None,
+               units: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``(stride, unit dilations)`` of layer2, layer3 and layer4 at ``output_stride``.
+
+    A layer that trades its stride for dilation runs at stride 1 and multiplies the running
+    dilation by 2; its first unit keeps the previous dilation (it holds the 3x3 conv whose stride
+    was removed), later units get the new one (torchvision's ``replace_stride_with_dilation``).
+    With ``multi_grid``, layer4's units get ``multi_grid[i] x`` its dilation instead (v3 Sec. 3.2).
+    """
+    dilation, plan = 1, []
+    for index, (blocks, dilate) in enumerate(zip(units[1:], _DILATED_LAYERS[output_stride])):
+        previous, stride = dilation, 2
+        if dilate:
+            dilation, stride = dilation * 2, 1
+        if index == 2 and multi_grid is not None:
+            rates = [dilation * r for r in multi_grid]
+        else:
+            rates = [previous] + [dilation] * (blocks - 1)
+        plan.append((stride, rates))
+    return plan
 
 
 def unit_dilations(backbone: DilatedResNet) -> dict[str, list[int]]:
@@ -144,19 +178,26 @@ class DeepLabV3PlusDecoder(nn.Module):
     Low-level features (stride 4) -> 1x1 conv to ``reduced_channels`` (48 in the paper, few so
     they do not outweigh the encoder's) + BN + ReLU; the encoder features are bilinearly
     upsampled to the same size and concatenated; two 3x3 convs with ``channels`` (256) outputs,
-    each + BN + ReLU, refine the result. Returns features at stride 4, ``channels`` deep.
+    each + BN + ReLU, refine the result (``separable=True``: two atrous separable convs, v3+
+    Sec. 3.2). Returns features at stride 4, ``channels`` deep.
     """
 
     def __init__(self, low_level_channels: int, encoder_channels: int, reduced_channels: int = 48,
-                 channels: int = 256, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+                 channels: int = 256, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 separable: bool = False) -> None:
         super().__init__()
         self.reduce = nn.Sequential(conv1x1(low_level_channels, reduced_channels),
                                     norm_layer(reduced_channels), nn.ReLU(inplace=True))
-        self.fuse = nn.Sequential(
-            conv3x3(encoder_channels + reduced_channels, channels), norm_layer(channels), nn.ReLU(inplace=True),
-            conv3x3(channels, channels), norm_layer(channels), nn.ReLU(inplace=True),
-        )
+        if separable:   # v3+ Sec. 3.2: atrous separable convolution in the decoder too
+            self.fuse = nn.Sequential(SeparableConv2d(encoder_channels + reduced_channels, channels, norm_layer=norm_layer),
+                                      SeparableConv2d(channels, channels, norm_layer=norm_layer))
+        else:
+            self.fuse = nn.Sequential(
+                conv3x3(encoder_channels + reduced_channels, channels), norm_layer(channels), nn.ReLU(inplace=True),
+                conv3x3(channels, channels), norm_layer(channels), nn.ReLU(inplace=True),
+            )
         self.out_channels = channels
+        self.separable = separable
 
     def forward(self, encoder_features: torch.Tensor, low_level: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(encoder_features, size=low_level.shape[-2:], mode="bilinear", align_corners=False)
@@ -170,7 +211,7 @@ class DeepLabV3(nn.Module):
     ``[N, num_classes, ~H/output_stride, ~W/output_stride]``.
     """
 
-    def __init__(self, backbone: DilatedResNet, aspp: ASPP, aspp_channels: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, aspp: ASPP, aspp_channels: int, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
         self.aspp = aspp
@@ -182,6 +223,18 @@ class DeepLabV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.aspp(self.backbone(x)["out"]))
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Run the encoder at another output stride (8 or 16), in place, keeping every weight.
+
+        The backbone trades strides for dilation (:meth:`DilatedResNet.set_output_stride`) and the
+        ASPP rates follow (:func:`aspp_rates`: (6, 12, 18) at 16, (12, 24, 36) at 8): v3 trains at
+        output stride 16 and evaluates at 8 (Table 6: 77.21 -> 78.51).
+        """
+        rates = aspp_rates(output_stride)
+        self.backbone.set_output_stride(output_stride)
+        self.aspp.set_rates(rates)
+        self.output_stride = self.backbone.output_stride
 
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         """The 1x1 ``classifier``'s weight and bias (the class-scoring layer, 10x learning rate)."""
@@ -198,7 +251,7 @@ class DeepLabV3Plus(DeepLabV3):
     ``forward(x)`` returns logits at stride 4: ``[N, num_classes, ~H/4, ~W/4]``.
     """
 
-    def __init__(self, backbone: DilatedResNet, aspp: ASPP, aspp_channels: int, num_classes: int,
+    def __init__(self, backbone: nn.Module, aspp: ASPP, aspp_channels: int, num_classes: int,
                  decoder: DeepLabV3PlusDecoder) -> None:
         super().__init__(backbone, aspp, aspp_channels, num_classes)
         self.decoder = decoder
@@ -210,6 +263,11 @@ class DeepLabV3Plus(DeepLabV3):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
         return self.classifier(self.decoder(self.aspp(features["out"]), features["low_level"]))
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Run the encoder at another output stride; the logits stay at the decoder's stride 4."""
+        super().set_output_stride(output_stride)
+        self.output_stride = 4
 
 
 def transplant_resnet(model: nn.Module, resnet_state_dict: dict[str, torch.Tensor]) -> nn.Module:
@@ -262,24 +320,36 @@ def imagenet_resnet_state_dict(backbone: str = "resnet50") -> dict[str, torch.Te
 
 
 def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None, width: float,
-             pretrained_backbone: bool, aspp_dropout: float) -> tuple[DilatedResNet, ASPP, int]:
+             pretrained_backbone: bool, aspp_dropout: float,
+             separable: bool) -> tuple[nn.Module, ASPP, int]:
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16 (DeepLab v3 Sec. 3.2), got {output_stride!r}")
+    if backbone not in V3_BACKBONES:
+        raise ValueError(f"backbone must be one of {V3_BACKBONES}, got {backbone!r}")
     check_width(width)
     if pretrained_backbone and width != 1.0:
         raise ValueError(f"pretrained_backbone=True needs width=1.0 (ImageNet weights), got width={width}")
-    trunk = DilatedResNet(backbone, output_stride, multi_grid, width)
-    if pretrained_backbone:
-        transplant_resnet(trunk, imagenet_resnet_state_dict(backbone))
+    if backbone == "xception65":
+        if pretrained_backbone:
+            raise ValueError("pretrained_backbone=True: torchvision has no ImageNet Xception-65; "
+                             "train it from random weights (pretrained_backbone=False)")
+        if multi_grid not in (None, (1, 2, 4)):
+            raise ValueError(f"multi_grid applies to the ResNet backbones, not xception65; got {multi_grid!r}")
+        trunk: nn.Module = AlignedXception(output_stride, width)
+    else:
+        trunk = DilatedResNet(backbone, output_stride, multi_grid, width)
+        if pretrained_backbone:
+            transplant_resnet(trunk, imagenet_resnet_state_dict(backbone))
     aspp_channels = scaled_channels(256, width)
     aspp = ASPP(trunk.out_channels, out_channels=aspp_channels, atrous_rates=aspp_rates(output_stride),
-                dropout=aspp_dropout)
+                dropout=aspp_dropout, separable=separable)
     return trunk, aspp, aspp_channels
 
 
 def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride: int = 16,
                multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
-               pretrained_backbone: bool = False, aspp_dropout: float = 0.1) -> DeepLabV3:
+               pretrained_backbone: bool = False, aspp_dropout: float = 0.1,
+               separable: bool = False) -> DeepLabV3:
     """DeepLab v3 (arXiv 1706.05587): dilated ResNet + multi-grid + ASPP with image pooling.
 
     Args:
@@ -293,29 +363,35 @@ def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride:
             ``RuntimeError`` with instructions when they cannot be had offline. ``False`` (the
             default) never touches the network: random initialisation.
         aspp_dropout: dropout after the ASPP projection.
+        separable: atrous separable 3x3 convs in the ASPP (v3+'s; v3 itself used regular ones).
 
     Returns:
         a :class:`DeepLabV3` whose ``forward`` gives logits at ``output_stride``.
     """
     check_num_classes(num_classes)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
-                                          aspp_dropout)
+                                          aspp_dropout, separable)
     return DeepLabV3(trunk, aspp, aspp_channels, num_classes)
 
 
 def deeplab_v3plus(num_classes: int = 21, backbone: str = "resnet50", output_stride: int = 16,
                    multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
-                   pretrained_backbone: bool = False, aspp_dropout: float = 0.1) -> DeepLabV3Plus:
+                   pretrained_backbone: bool = False, aspp_dropout: float = 0.1,
+                   separable: bool | None = None) -> DeepLabV3Plus:
     """DeepLab v3+ (arXiv 1802.02611): the :func:`deeplab_v3` encoder + the stride-4 decoder.
 
-    Same arguments as :func:`deeplab_v3`; the decoder reduces ``layer1`` (stride 4) to 48 channels
-    and refines with two 3x3 convs of 256 channels (both scaled by ``width``). ``forward`` gives
-    logits at stride 4.
+    Same arguments as :func:`deeplab_v3`, plus ``backbone="xception65"`` (the modified aligned
+    Xception of v3+ Sec. 3.2, :class:`~deeplab_lessons.models.xception.AlignedXception`; no
+    multi-grid, no ImageNet weights in torchvision) and ``separable``: atrous separable convs in
+    ASPP and decoder (``None``: on for Xception, as the paper's best model; off for ResNet).
+    The decoder reduces the stride-4 low-level features to 48 channels and refines with two 3x3
+    convs of 256 channels (all scaled by ``width``). ``forward`` gives logits at stride 4.
     """
     check_num_classes(num_classes)
+    separable = (backbone == "xception65") if separable is None else bool(separable)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
-                                          aspp_dropout)
+                                          aspp_dropout, separable)
     decoder = DeepLabV3PlusDecoder(trunk.low_level_channels, aspp_channels,
                                    reduced_channels=scaled_channels(48, width),
-                                   channels=scaled_channels(256, width))
+                                   channels=scaled_channels(256, width), separable=separable)
     return DeepLabV3Plus(trunk, aspp, aspp_channels, num_classes, decoder)

@@ -1,18 +1,21 @@
 """DeepLab v1 and v2 on VGG16: the ImageNet classifier turned into a stride-8 dense labeller.
 
 DeepLab v1 (arXiv 1412.7062, Sec. 3.1 and Table 2) starts from VGG16 made fully convolutional
-(fc6/fc7 as convolutions) and brings its output stride from 32 down to 8:
+(fc6/fc7 as convolutions) and brings its output stride from 32 down to 8: pool4 and pool5 get
+stride 1, conv5_1..3 after them get dilation (atrous rate) 2, and fc6 becomes an atrous conv.
+The released Caffe configs build this on two trunks (:func:`vgg16_features`):
 
-- pools are 3x3, stride 2, padding 1 (VGG16 has 2x2 pools; 3x3/pad 1 keeps responses aligned:
-  output ``j`` of every layer is centred on input pixel ``j * jump``);
-- pool4 and pool5 get stride 1; conv5_1..3 after them get dilation (atrous rate) 2;
-- after pool5, a 3x3 stride-1 average pool ``pool5a`` (in the released LargeFOV prototxt);
-- fc6 becomes an atrous conv: "7x7" (rate 4, 4096 filters: the exact-dense fc6 of the stride-32
-  net), "4x4" (rate 4, 4096; the paper's plain "DeepLab"), or "largefov" (3x3, rate 12, 1024);
-  fc7 is 1x1 with as many filters as fc6; dropout 0.5 after both; fc8 is a new 1x1 classifier.
+- ``"deeplab"`` (the "DeepLab" config: v1's DeepLab, DeepLab-7x7, DeepLab-4x4 rows): VGG16's
+  2x2 max pools for pool1-4 (pool4 at stride 1), pool5 3x3 stride 1, no ``pool5a``; 306-px
+  training crops give 39 x 39 scores;
+- ``"largefov"`` (the "DeepLab-LargeFOV" config): every pool 3x3 with padding 1, which keeps
+  output ``j`` of every layer centred on input pixel ``j * jump``, plus ``pool5a``, a 3x3
+  stride-1 average pool after pool5; 321 -> 41 and 513 -> 65.
 
-Output size for an ``H x W`` input is ``ceil(H / 8) x ceil(W / 8)`` (321 -> 41, 513 -> 65; PyTorch's
-floor-mode pooling; Caffe's ceil mode agrees on the papers' ``8k + 1`` sizes).
+fc6 (:data:`FC6_VARIANTS`): "7x7" (rate 4, 4096 filters: the exact-dense fc6 of the stride-32
+net), "4x4" (rate 4, 4096: fc6 decimated, the paper's plain "DeepLab"), or "largefov" (3x3,
+rate 12, 1024); each defaults to the trunk it was released with. fc7 is 1x1 with as many
+filters as fc6; dropout 0.5 after both; fc8 is a new 1x1 classifier.
 
 DeepLab v2 (arXiv 1606.00915, Sec. 3.2) keeps the trunk and replaces fc6-fc8 by four parallel
 branches at rates {6,12,18,24} (ASPP-L) or {2,4,8,12} (ASPP-S) whose scores are summed
@@ -50,15 +53,19 @@ from deeplab_lessons.models.common import (check_num_classes, check_width, init_
 #: VGG16's convolution blocks: (block number, number of 3x3 convs, output channels at width 1).
 VGG16_BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 
-#: fc6 of each DeepLab v1 variant (v1 Table 2): kernel size, atrous rate, filters (fc6 = fc7 width).
-FC6_VARIANTS: dict[str, dict[str, int]] = {
-    "7x7": {"kernel_size": 7, "rate": 4, "channels": 4096},
-    "4x4": {"kernel_size": 4, "rate": 4, "channels": 4096},
-    "largefov": {"kernel_size": 3, "rate": 12, "channels": 1024},
+#: fc6 of each DeepLab v1 variant (v1 Table 2): kernel size, atrous rate, filters (fc6 = fc7 width),
+#: and the trunk it was released with (the "DeepLab" and "DeepLab-LargeFOV" Caffe configs).
+FC6_VARIANTS: dict[str, dict] = {
+    "7x7": {"kernel_size": 7, "rate": 4, "channels": 4096, "trunk": "deeplab"},
+    "4x4": {"kernel_size": 4, "rate": 4, "channels": 4096, "trunk": "deeplab"},
+    "largefov": {"kernel_size": 3, "rate": 12, "channels": 1024, "trunk": "largefov"},
 }
 
 #: Trunk variants accepted by :func:`vgg16_features`.
-TRUNK_MODES = ("deeplab", "stride32", "dense")
+TRUNK_MODES = ("largefov", "deeplab", "stride32", "dense")
+
+#: The two stride-8 trunks DeepLab v1 was released with (:func:`deeplab_v1`'s ``trunk``).
+V1_TRUNKS = ("deeplab", "largefov")
 
 #: Index of each conv layer in torchvision's ``vgg16().features`` (keys ``features.<i>.weight``).
 TORCHVISION_CONV_INDEX: dict[str, int] = {
@@ -67,37 +74,52 @@ TORCHVISION_CONV_INDEX: dict[str, int] = {
 }
 
 
-def vgg16_features(width: float = 1.0, mode: str = "deeplab") -> nn.Sequential:
-    """VGG16's 13 convolutions and 5 pools (3x3, padding 1), named ``conv1_1`` ... ``pool5``.
+def vgg16_features(width: float = 1.0, mode: str = "largefov") -> nn.Sequential:
+    """VGG16's 13 convolutions (3x3, padding = dilation) and 5 pools, named ``conv1_1`` ... ``pool5``.
 
     Args:
         width: channel multiplier (1.0 = VGG16).
-        mode: ``"stride32"``: every pool stride 2 (VGG16 made fully convolutional, output stride
-            32); ``"deeplab"``: DeepLab v1's trunk (pool4/pool5 stride 1, conv5 dilation 2,
-            plus ``pool5a``, 3x3 average pool), output stride 8; ``"dense"``: the *exact* dense
-            (à trous) version of ``"stride32"`` at output stride 8: as ``"deeplab"`` but pool5
-            dilated by 2 too (it sits after pool4's removed stride) and no ``pool5a``; its output
-            sampled every 4th position equals ``"stride32"``'s
-            (:func:`deeplab_lessons.atrous.remove_strides` applied to pool4 and pool5).
+        mode: which trunk (output stride 8 unless said):
 
-    All three share parameter names and shapes, so one ``state_dict`` loads into any of them.
+            - ``"largefov"``: the released DeepLab-LargeFOV trunk: every pool 3x3 with padding 1
+              (stride 2 for pool1-3, 1 for pool4/pool5), conv5 at dilation 2, then ``pool5a``, a
+              3x3 stride-1 average pool. Output ``ceil(H / 8)`` (321 -> 41, 513 -> 65); output
+              ``j`` is centred on input pixel ``8 j``.
+            - ``"deeplab"``: the trunk of the released "DeepLab" config (v1's DeepLab, -7x7 and
+              -4x4 rows): VGG16's 2x2 max pools (stride 2, padding 1, Caffe's ceil rounding) for
+              pool1-3, pool4 2x2 stride 1 (no padding), conv5 at dilation 2, pool5 3x3 stride 1
+              padding 1, no ``pool5a``. A 306-px crop (the config's) gives 39 x 39 scores; the
+              closed-form field of fc6 7x7 rate 4 on it is 404 px, of 4x4 rate 4 308 px, the
+              numbers of v1 Sec. 3.2. Output ``j`` is centred on input pixel ``8 j + 1/2``.
+            - ``"stride32"``: every pool 3x3 / padding 1 at stride 2 (output stride 32);
+            - ``"dense"``: the *exact* dense (à trous) version of ``"stride32"``: pool4 and pool5
+              stride 1, everything after pool4 dilated by 2 (pool5 too), no ``pool5a``; its
+              output sampled every 4th position equals ``"stride32"``'s
+              (:func:`deeplab_lessons.atrous.remove_strides` applied to pool4 and pool5).
+
+    All share parameter names and shapes, so one ``state_dict`` loads into any of them.
     """
     width = check_width(width)
     if mode not in TRUNK_MODES:
         raise ValueError(f"mode must be one of {TRUNK_MODES}, got {mode!r}")
+    stride8 = mode in V1_TRUNKS
     layers: list[tuple[str, nn.Module]] = []
     in_ch = 3
     for block, n_convs, channels in VGG16_BLOCKS:
         out_ch = scaled_channels(channels, width)
         # dilation of the block's convs: 2 after pool4 lost its stride
-        rate = 2 if (block == 5 and mode == "deeplab") else 1
+        rate = 2 if (block == 5 and stride8) else 1
         for i in range(1, n_convs + 1):
             layers.append((f"conv{block}_{i}", nn.Conv2d(in_ch, out_ch, 3, padding=rate, dilation=rate)))
             layers.append((f"relu{block}_{i}", nn.ReLU(inplace=True)))
             in_ch = out_ch
-        stride = 2 if (block <= 3 or mode != "deeplab") else 1
-        layers.append((f"pool{block}", nn.MaxPool2d(3, stride=stride, padding=1)))
-    if mode == "deeplab":
+        stride = 2 if (block <= 3 or not stride8) else 1
+        if mode == "deeplab" and block <= 4:
+            pool = nn.MaxPool2d(2, stride=stride, padding=1 if block <= 3 else 0, ceil_mode=True)
+        else:
+            pool = nn.MaxPool2d(3, stride=stride, padding=1)
+        layers.append((f"pool{block}", pool))
+    if mode == "largefov":
         layers.append(("pool5a", nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True)))
     features = nn.Sequential(OrderedDict(layers))
     if mode == "dense":  # lesson 02's surgery: pool4, pool5 stride 1, every later layer dilated
@@ -114,8 +136,10 @@ class DeepLabV1(nn.Sequential):
 
     output_stride = 8
 
-    def __init__(self, num_classes: int, fov: str, width: float, fc6_rate: int | None = None) -> None:
+    def __init__(self, num_classes: int, fov: str, width: float, fc6_rate: int | None = None,
+                 trunk: str | None = None) -> None:
         spec = FC6_VARIANTS[fov]
+        trunk = spec["trunk"] if trunk is None else trunk
         rate = spec["rate"] if fc6_rate is None else fc6_rate
         k = spec["kernel_size"]
         channels = scaled_channels(spec["channels"], width)
@@ -131,8 +155,8 @@ class DeepLabV1(nn.Sequential):
             ("drop7", nn.Dropout(0.5)),
             ("fc8", nn.Conv2d(channels, num_classes, 1)),
         ]))
-        super().__init__(OrderedDict([("features", vgg16_features(width, "deeplab")), ("head", head)]))
-        self.num_classes, self.fov, self.width = num_classes, fov, width
+        super().__init__(OrderedDict([("features", vgg16_features(width, trunk)), ("head", head)]))
+        self.num_classes, self.fov, self.width, self.trunk = num_classes, fov, width, trunk
         self.fc6_kernel_size, self.fc6_rate = k, rate
         init_weights(self, [head.fc8])
 
@@ -146,7 +170,7 @@ class DeepLabV1(nn.Sequential):
 
 
 def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
-               fc6_rate: int | None = None) -> DeepLabV1:
+               fc6_rate: int | None = None, trunk: str | None = None) -> DeepLabV1:
     """DeepLab v1 on VGG16 (arXiv 1412.7062, Sec. 3.1, Table 2): stride-8 logits.
 
     Args:
@@ -156,10 +180,14 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
         width: channel multiplier; 1.0 is the paper's network, < 1 for CPU lessons (no ImageNet
             weights then).
         fc6_rate: override of fc6's atrous rate (e.g. 8 for the paper's "DeepLab-CRF-4x4" row).
+        trunk: ``"deeplab"`` (2x2 pools, no ``pool5a``) or ``"largefov"`` (3x3 pools + ``pool5a``);
+            ``None``: the trunk the variant was released with (7x7 and 4x4: ``"deeplab"``,
+            largefov: ``"largefov"``). See :func:`vgg16_features`.
 
     Returns:
-        :class:`DeepLabV1`; ``forward`` maps a normalised ``[N, 3, H, W]`` batch to logits
-        ``[N, num_classes, ceil(H/8), ceil(W/8)]``.
+        :class:`DeepLabV1`; ``forward`` maps a normalised ``[N, 3, H, W]`` batch to logits at
+        stride 8: ``ceil(H/8) x ceil(W/8)`` on the LargeFOV trunk, one fewer for ``H = 8k + 1``
+        on the DeepLab trunk (321 -> 40; its configs crop 306 -> 39).
     """
     check_num_classes(num_classes)
     width = check_width(width)
@@ -167,7 +195,9 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
         raise ValueError(f"fov must be one of {tuple(FC6_VARIANTS)}, got {fov!r}")
     if fc6_rate is not None and (isinstance(fc6_rate, bool) or not isinstance(fc6_rate, int) or fc6_rate < 1):
         raise ValueError(f"fc6_rate must be a positive int or None, got {fc6_rate!r}")
-    return DeepLabV1(num_classes, fov, width, fc6_rate)
+    if trunk is not None and trunk not in V1_TRUNKS:
+        raise ValueError(f"trunk must be one of {V1_TRUNKS} or None (the variant's released trunk), got {trunk!r}")
+    return DeepLabV1(num_classes, fov, width, fc6_rate, trunk)
 
 
 class DeepLabV2(nn.Module):
@@ -178,7 +208,7 @@ class DeepLabV2(nn.Module):
     def __init__(self, num_classes: int, aspp: str, width: float) -> None:
         super().__init__()
         self.num_classes, self.aspp_variant, self.width = num_classes, aspp, width
-        self.features = vgg16_features(width, "deeplab")
+        self.features = vgg16_features(width, "largefov")
         self.aspp = ASPPv2Head(scaled_channels(512, width), num_classes, V2_RATES[aspp],
                                channels=scaled_channels(1024, width))
         init_weights(self, [b.fc8 for b in self.aspp.branches])

@@ -3,13 +3,17 @@
 The recipe of DeepLab v1/v2 (arXiv 1412.7062 Sec. 5, arXiv 1606.00915 Sec. 4.1):
 
 - SGD, momentum 0.9, weight decay 5e-4, batches of random crops (321 px in the released configs);
-- the "poly" learning rate ``lr_t = lr_0 (1 - t / T)^0.9``, with the classifier (the freshly
-  initialised last layer) at 10x the base rate;
-- cross-entropy over every labelled pixel, 255 ("void") ignored;
+- v1's "step" learning rate (x0.1 every 2000 iterations) or v2's "poly" ``lr_t = lr_0 (1 - t / T)^0.9``,
+  with the classifier (the freshly initialised last layer) at 10x the base rate;
+- cross-entropy, 255 ("void") ignored, on labels subsampled to the stride-8 logits (v1/v2) or on
+  logits upsampled to the labels (v3) (:mod:`.loss`); v2's multi-scale inputs (MSC) optional;
 - scored by mean IoU from one confusion matrix over the whole validation set, on whole images
   (:mod:`deeplab_lessons.inference`).
 
-Where each part lives: :mod:`.recipe` (:class:`TrainConfig`, :func:`poly_lr`), :mod:`.engine`
+Each model's published recipe is :meth:`TrainConfig.paper` (``--paper``; ``--dry-run`` prints it).
+
+Where each part lives: :mod:`.recipe` (:class:`TrainConfig`, schedules, published recipes),
+:mod:`.loss` (the two label targets), :mod:`.engine`
 (:func:`train`), :mod:`.checkpoint` (atomic saves, ``weights_only`` loads, :func:`load_model`),
 :mod:`.cli` (``python -m deeplab_lessons.train``). Models come from
 :func:`deeplab_lessons.models.build_model`, the data order from :mod:`deeplab_lessons.data`.
@@ -35,12 +39,14 @@ from .checkpoint import CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, l
 from .cli import build_parser, config_from_args, main
 from .engine import (TrainResult, build_optimizer, deterministic, dist_env, plain_metrics, resume, run_state,
                      score, set_lr, train, train_step)
-from .recipe import RUN_FIELDS, TrainConfig, poly_lr
+from .loss import segmentation_loss, shrink_labels
+from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr, step_lr
 
 __all__ = [
     "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "save_checkpoint",
     "build_parser", "config_from_args", "main",
     "TrainResult", "build_optimizer", "deterministic", "dist_env", "plain_metrics", "resume", "run_state",
     "score", "set_lr", "train", "train_step",
-    "RUN_FIELDS", "TrainConfig", "poly_lr",
+    "segmentation_loss", "shrink_labels",
+    "LR_POLICIES", "PAPER_RECIPES", "RUN_FIELDS", "TrainConfig", "poly_lr", "step_lr",
 ]

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from deeplab_lessons import config
-from deeplab_lessons.models.registry import build_model
 
 from .recipe import TrainConfig
 
@@ -77,7 +76,7 @@ def load_model(path: Path | str, device: torch.device | str | None = None) -> nn
     """
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"])
-    model = build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width, norm=cfg.norm)
+    model = cfg.build(pretrained=False)
     model.load_state_dict(state["model"])
     model.train_config = cfg
     model.checkpoint_metrics = state.get("metrics", {})

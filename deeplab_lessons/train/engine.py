@@ -2,9 +2,10 @@
 
 The loop is wired from small functions, each one step of the recipe: :func:`build_optimizer`
 (two parameter groups, the classifier at ``classifier_lr_mult`` x), :func:`resume` (model,
-optimizer, scaler and RNG from ``last.pt``), :func:`set_lr` (the poly schedule), :func:`train_step`
-(forward, loss on the labelled pixels, backward, step), :func:`score` (whole validation images,
-one confusion matrix, reduced over processes) and :func:`run_state` (what a checkpoint holds).
+optimizer, scaler and RNG from ``last.pt``), :func:`set_lr` (poly or step schedule),
+:func:`train_step` (forward, the loss of :mod:`.loss` on every output, backward, step),
+:func:`score` (whole validation images, one confusion matrix, reduced over processes, at the
+evaluation output stride) and :func:`run_state` (what a checkpoint holds).
 
 Under ``torchrun`` each process trains on its own share of every batch with
 ``DistributedDataParallel`` (``nccl`` on GPUs, ``gloo`` on CPUs); ``batch_size`` is per process.
@@ -30,14 +31,15 @@ from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.data.sampling import AugmentedSamples, SampleStream
 from deeplab_lessons.data.transforms import train_transforms
 from deeplab_lessons.data.voc import VOCSegmentation
-from deeplab_lessons.inference import evaluate, forward_logits, output_stride_of
+from deeplab_lessons.inference import evaluate, output_stride_of
 from deeplab_lessons.metrics import ConfusionMatrix
-from deeplab_lessons.models.common import classifier_parameters, normalize, upsample_logits
+from deeplab_lessons.models.common import classifier_parameters, normalize
 from deeplab_lessons.models.norm import freeze_batchnorm
-from deeplab_lessons.models.registry import build_model
+from deeplab_lessons.models.registry import pretrained_backbone
 
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from .recipe import RUN_FIELDS, TrainConfig, poly_lr
+from .loss import segmentation_loss
+from .recipe import RUN_FIELDS, TrainConfig
 
 
 @dataclass
@@ -120,17 +122,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def train_step(net: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, output_stride: int, amp: bool) -> torch.Tensor:
+               scaler: torch.amp.GradScaler, output_stride: int, amp: bool,
+               label_target: str = "upsample") -> torch.Tensor:
     """One optimizer step on a batch; returns the (detached) loss.
 
-    Cross-entropy over every labelled pixel (255 ignored) of logits upsampled bilinearly to the
-    labels, averaged over the labelled pixels of the batch.
+    The loss of :func:`.loss.segmentation_loss` on the logits, summed over every output a model
+    returns in training (v2's MSC: the fused map and each scale's, ``{"out": ..., "scales": [...]}``).
     """
     with torch.autocast("cuda", enabled=amp):
-        logits = forward_logits(net, normalize(images))
-    logits = upsample_logits(logits.float(), targets.shape[-2:], output_stride)
-    labelled = (targets != IGNORE_INDEX).sum().clamp(min=1)
-    loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
+        out = net(normalize(images))
+    outputs = [out["out"], *out.get("scales", [])] if isinstance(out, dict) else [out]
+    loss = sum(segmentation_loss(o.float(), targets, output_stride, label_target) for o in outputs)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -139,10 +141,25 @@ def train_step(net: nn.Module, images: torch.Tensor, targets: torch.Tensor, opti
 
 
 def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, amp: bool, world: int) -> dict:
-    """:func:`evaluate` on this process's share of the validation split, reduced over processes."""
+    """:func:`evaluate` on this process's share of the validation split, reduced over processes.
+
+    With ``cfg.eval_output_stride`` the model (v3/v3+) runs at that output stride for the
+    evaluation and is put back at its training stride afterwards.
+    """
     cm = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
-    scores = evaluate(model, val_loader, cfg.num_classes, device=device, scales=cfg.eval_scales,
-                      flip=cfg.eval_flip, amp=amp, confusion=cm)
+    switch = cfg.eval_output_stride is not None and hasattr(model, "set_output_stride")
+    if cfg.eval_output_stride is not None and not switch:
+        raise ValueError(f"eval_output_stride={cfg.eval_output_stride}: model {cfg.model!r} cannot change its "
+                         "output stride (only v3 / v3+ can)")
+    encoder_stride = cfg.output_stride or 16
+    try:
+        if switch:
+            model.set_output_stride(cfg.eval_output_stride)
+        scores = evaluate(model, val_loader, cfg.num_classes, device=device, scales=cfg.eval_scales,
+                          flip=cfg.eval_flip, amp=amp, confusion=cm)
+    finally:
+        if switch:
+            model.set_output_stride(encoder_stride)
     if world > 1:
         cm.all_reduce()
         scores = {**cm.compute(), "confusion": cm}
@@ -211,9 +228,9 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     if train_set.num_classes != cfg.num_classes:
         raise ValueError(f"num_classes={cfg.num_classes} but the data set has {train_set.num_classes} classes")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width, norm=cfg.norm,
-                        pretrained=cfg.pretrained, init=cfg.init, dropout=cfg.dropout).to(device)
-    freeze_bn = (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn
+    model = cfg.build().to(device)
+    frozen = pretrained_backbone(model) if (
+        (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn) else None
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     out = Path(cfg.out) if cfg.out else None
@@ -248,14 +265,14 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     loss_sum = torch.zeros((), device=device)
     steps_in_window, train_seconds, iteration, good_iteration, scores = 0, 0.0, start, start, None
     model.train()
-    if freeze_bn:
-        freeze_batchnorm(model)
+    if frozen is not None:
+        freeze_batchnorm(frozen)
     tick = time.perf_counter()
     for images, targets in loader:
-        lr = poly_lr(cfg.lr, iteration, cfg.iterations, cfg.poly_power)
+        lr = cfg.lr_at(iteration)
         set_lr(optimizer, lr)
         loss_sum += train_step(net, images.to(device, non_blocking=True), targets.to(device, non_blocking=True),
-                               optimizer, scaler, output_stride_of(model), amp)
+                               optimizer, scaler, output_stride_of(model), amp, cfg.label_target)
         iteration += 1
         steps_in_window += 1
         log_now = iteration % cfg.log_every == 0 or iteration == stop
@@ -292,8 +309,8 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         if eval_now:
             scores = evaluate_now(iteration)
             model.train()
-            if freeze_bn:
-                freeze_batchnorm(model)
+            if frozen is not None:
+                freeze_batchnorm(frozen)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{lr:.2e}", miou=f"{scores['mean_iou']:.3f}",
                             refresh=False)
         if save_now or eval_now:

@@ -12,9 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from deeplab_lessons import config
+from deeplab_lessons.models.msc import check_scales
 from deeplab_lessons.models.norm import NORMS
-from deeplab_lessons.models.registry import INITS, MODEL_SPECS
+from deeplab_lessons.models.registry import (INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, build_model,
+                                             published_label_target)
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -47,7 +51,18 @@ class TrainConfig:
     classifier_lr_mult: float = _opt(10.0, "learning-rate multiplier of the classifier layer")
     momentum: float = _opt(0.9, "SGD momentum")
     weight_decay: float = _opt(5e-4, "L2 weight decay")
+    lr_policy: str = _opt("poly", "learning-rate schedule: poly (v2 on) or step (v1: x lr_gamma every lr_step iterations)")
     poly_power: float = _opt(0.9, "power of the poly schedule lr * (1 - t/T)^power")
+    lr_step: int = _opt(2000, "iterations between learning-rate drops of the step schedule (v1: 2000)")
+    lr_gamma: float = _opt(0.1, "factor of each step-schedule drop (v1: 0.1)")
+    label_target: str | None = _opt(None, "where the loss meets the labels: shrink (labels subsampled to the "
+                                          "logits, v1/v2) or upsample (logits upsampled to the labels, v3); "
+                                          "unset: the model's published choice")
+    msc_scales: tuple[float, ...] = _opt((), "v2's multi-scale inputs, e.g. 1 0.75 0.5: max-fused, trained "
+                                             "jointly (empty: off)")
+    output_stride: int | None = _opt(None, "v3/v3+ encoder output stride while training (16 or 8; unset: 16)")
+    eval_output_stride: int | None = _opt(None, "v3/v3+ output stride at evaluation (v3: train 16, evaluate 8; "
+                                                "unset: as trained)")
     scale_min: float = _opt(0.5, "smallest random rescale of a training image")
     scale_max: float = _opt(1.5, "largest random rescale of a training image")
     flip: bool = _opt(True, "random left-right flips")
@@ -57,14 +72,16 @@ class TrainConfig:
                              "(looks-linear for the VGG models, zero-residual for the ResNets)")
     dropout: float | None = _opt(0.0, "probability of every dropout layer; unset: the model's own (0.5 after "
                                       "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
-    freeze_bn: bool | None = _opt(None, "keep BatchNorm statistics fixed; unset: when pretrained and batch < 16")
+    freeze_bn: bool | None = _opt(None, "keep the ImageNet backbone's BatchNorm fixed (new layers always train); "
+                                        "unset: when pretrained and batch < 16")
     amp: bool | None = _opt(None, "mixed precision; unset: on with CUDA, off on CPU")
     num_workers: int = _opt(0, "DataLoader worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     deterministic: bool = _opt(True, "torch.use_deterministic_algorithms during the run")
     eval_every: int = _opt(0, "evaluate every N iterations (0: only at the end)")
-    eval_scales: tuple[float, ...] = _opt((1.0,), "input scales averaged at evaluation, e.g. 0.75 1.0 1.25")
-    eval_flip: bool = _opt(False, "also average the left-right flipped prediction at evaluation")
+    eval_scales: tuple[float, ...] = _opt((1.0,), "input scales whose softmax is averaged at evaluation (v3's "
+                                                   "test-time multi-scale, Table 6), e.g. 0.75 1.0 1.25")
+    eval_flip: bool = _opt(False, "also average the left-right flipped prediction at evaluation (v3, Table 6)")
     checkpoint_every: int = _opt(0, "write OUT/last.pt every N iterations (0: only at the end)")
     out: str | None = _opt(None, "run folder: last.pt (resumable), model.pt (final weights), history.json")
     resume: bool = _opt(False, "continue the run in OUT from OUT/last.pt (same schedule position)")
@@ -75,6 +92,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.eval_scales = tuple(float(s) for s in self.eval_scales)
+        if self.label_target is None:
+            self.label_target = published_label_target(self.model)
+        if self.label_target not in LABEL_TARGETS:
+            raise ValueError(f"TrainConfig: label_target must be one of {LABEL_TARGETS}, got {self.label_target!r}")
+        if self.msc_scales:
+            try:
+                self.msc_scales = check_scales(self.msc_scales)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig: msc_scales: {err}") from None
+        else:
+            self.msc_scales = ()
+        if self.lr_policy not in LR_POLICIES:
+            raise ValueError(f"TrainConfig: lr_policy must be one of {LR_POLICIES}, got {self.lr_policy!r}")
+        if self.lr_step < 1 or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"TrainConfig: need lr_step >= 1 and 0 < lr_gamma <= 1, got {self.lr_step}, {self.lr_gamma}")
+        for name in ("output_stride", "eval_output_stride"):
+            value = getattr(self, name)
+            if value is not None and value not in (8, 16):
+                raise ValueError(f"TrainConfig: {name} must be 8, 16 or unset, got {value!r}")
         positive = {"num_classes": self.num_classes, "crop_size": self.crop_size, "batch_size": self.batch_size,
                     "iterations": self.iterations, "width": self.width, "lr": self.lr, "log_every": self.log_every}
         bad = {k: v for k, v in positive.items() if not v > 0}
@@ -102,23 +138,47 @@ class TrainConfig:
 
     @classmethod
     def from_settings(cls, settings: config.LessonSettings | None = None, **overrides: Any) -> "TrainConfig":
-        """The lesson run sized by ``config.lesson_settings()`` (CPU: the defaults; GPU: paper scale).
+        """The lesson run sized by ``config.lesson_settings()`` (CPU: the defaults; GPU: the papers').
 
-        Width, crop, batch and workers come from the settings. On the CPU scale the iterations and
-        optimiser are this class's defaults (sized for 3 minutes on 2 cores from random
-        initialisation: BatchNorm, looks-linear init, AdamW, no dropout); on the GPU scale the
-        papers' recipe applies (SGD, base lr 1e-3, ImageNet weights, no added normalisation,
-        dropout 0.5, the settings' iterations, multi-scale + flip evaluation).
-        ``overrides`` replace any field.
+        On the CPU scale width, crop, batch and workers come from the settings and the rest are
+        this class's defaults (sized for 3 minutes on 2 cores from random initialisation:
+        BatchNorm, looks-linear init, AdamW, no dropout). On the GPU scale the model's published
+        recipe applies (:meth:`paper`). ``overrides`` replace any field.
         """
         s = settings if settings is not None else config.lesson_settings()
+        if s.scale == "gpu":
+            return cls.paper(overrides.pop("model", "largefov"), **overrides)
         values: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
                                   "num_workers": s.num_workers}
-        if s.scale == "gpu":
-            values.update(iterations=s.iterations, optimizer="sgd", lr=1e-3, pretrained=True, norm="none",
-                          dropout=None, eval_scales=tuple(s.eval_scales), eval_flip=True)
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def paper(cls, model: str = "largefov", **overrides: Any) -> "TrainConfig":
+        """The published recipe of ``model`` (:data:`PAPER_RECIPES`, by its family), full width,
+        ImageNet weights, no added normalisation, the papers' dropout; ``overrides`` replace any field."""
+        family = MODEL_FAMILY.get(model)
+        if family is None:
+            raise ValueError(f"no published recipe for model {model!r}; models with one: {sorted(MODEL_FAMILY)}")
+        values: dict[str, Any] = {"width": 1.0, "pretrained": True, "norm": "none", "dropout": None,
+                                  "optimizer": "sgd", "num_workers": 4, **PAPER_RECIPES[family], "model": model}
+        if model == "v3plus-xception":
+            values["pretrained"] = False        # torchvision has no ImageNet Xception-65
+        values.update(overrides)
+        return cls(**values)
+
+    def build(self, pretrained: bool | None = None) -> nn.Module:
+        """The network this config trains (random or ImageNet start, norm, dropout, MSC wrapper)."""
+        extra = {"output_stride": self.output_stride} if self.output_stride is not None else {}
+        return build_model(self.model, num_classes=self.num_classes, width=self.width, norm=self.norm,
+                           pretrained=self.pretrained if pretrained is None else pretrained, init=self.init,
+                           dropout=self.dropout, msc_scales=self.msc_scales, **extra)
+
+    def lr_at(self, iteration: int) -> float:
+        """The base learning rate at step ``iteration`` (0-based) under :attr:`lr_policy`."""
+        if self.lr_policy == "step":
+            return step_lr(self.lr, iteration, self.iterations, self.lr_step, self.lr_gamma)
+        return poly_lr(self.lr, iteration, self.iterations, self.poly_power)
 
     def as_dict(self) -> dict:
         """Plain-data form stored in checkpoints (loadable with ``weights_only=True``)."""
@@ -132,9 +192,51 @@ class TrainConfig:
 
 
 #: Fields that define the trajectory of a run: a resumed run must agree on them.
-RUN_FIELDS = ("model", "train_split", "num_classes", "width", "norm", "crop_size", "batch_size", "iterations", "optimizer", "lr",
-               "classifier_lr_mult", "momentum", "weight_decay", "poly_power", "scale_min", "scale_max", "flip",
-               "pretrained", "init", "dropout", "freeze_bn", "amp", "seed")
+RUN_FIELDS = ("model", "train_split", "num_classes", "width", "norm", "crop_size", "batch_size", "iterations",
+              "optimizer", "lr", "classifier_lr_mult", "momentum", "weight_decay", "lr_policy", "poly_power", "lr_step",
+              "lr_gamma", "label_target", "msc_scales", "output_stride", "scale_min", "scale_max", "flip",
+              "pretrained", "init", "dropout", "freeze_bn", "amp", "seed")
+
+#: Learning-rate schedules of :meth:`TrainConfig.lr_at`.
+LR_POLICIES = ("poly", "step")
+
+#: The published training recipes, by model family (``MODEL_FAMILY``). Sources:
+#: v1 (arXiv 1412.7062 Sec. 5): batch 20, lr 1e-3 (10x on the classifier), x0.1 every 2000
+#: iterations, momentum 0.9, weight decay 5e-4; 6000 iterations, the crops (306 for the
+#: "DeepLab" trunk, 321 for LargeFOV) and random crop + mirror without rescaling from the
+#: released solver and configs.
+#: v2 (arXiv 1606.00915 Sec. 4.1, Table 2): poly (power 0.9), batch 10, 20k iterations, crop 321;
+#: the VGG experiments without random rescaling (v2 adds it for ResNet, Table 4 "Aug").
+#: v3 (arXiv 1706.05587 Sec. 4.1 and Appendix): crop 513, batch 16, lr 0.007 with poly, 30k
+#: iterations, random rescaling 0.5 to 2.0 and flips, BatchNorm trained, output stride 16 for
+#: training and 8 for evaluation, multi-scale (0.5 ... 1.75) + flip at test (Table 6). Not in the
+#: paper, taken from the released code: the classifier at the base rate (no 10x) and weight decay
+#: 1e-4. v3+ (arXiv 1802.02611 Sec. 4) keeps v3's protocol.
+PAPER_RECIPES: dict[str, dict[str, Any]] = {
+    "v1-deeplab": {"crop_size": 306, "batch_size": 20, "iterations": 6000, "lr": 1e-3, "lr_policy": "step",
+                   "lr_step": 2000, "lr_gamma": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                   "scale_min": 1.0, "scale_max": 1.0},
+    "v1-largefov": {"crop_size": 321, "batch_size": 20, "iterations": 6000, "lr": 1e-3, "lr_policy": "step",
+                    "lr_step": 2000, "lr_gamma": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                    "scale_min": 1.0, "scale_max": 1.0},
+    "v2": {"crop_size": 321, "batch_size": 10, "iterations": 20000, "lr": 1e-3, "lr_policy": "poly",
+           "momentum": 0.9, "weight_decay": 5e-4, "scale_min": 1.0, "scale_max": 1.0},
+    "v3": {"crop_size": 513, "batch_size": 16, "iterations": 30000, "lr": 0.007, "lr_policy": "poly",
+           "classifier_lr_mult": 1.0, "scale_min": 0.5, "scale_max": 2.0,
+           "momentum": 0.9, "weight_decay": 1e-4, "output_stride": 16, "eval_output_stride": 8,
+           "eval_scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), "eval_flip": True},
+}
+PAPER_RECIPES["v3plus"] = dict(PAPER_RECIPES["v3"])
+
+
+def step_lr(base_lr: float, iteration: int, iterations: int, step: int, gamma: float = 0.1) -> float:
+    """The "step" rate of DeepLab v1 at step ``iteration`` (0-based): ``base_lr * gamma^(t // step)``.
+
+    v1, arXiv 1412.7062 Sec. 5 ("multiplying the learning rate by 0.1 at every 2000 iterations").
+    """
+    if not 0 <= iteration <= iterations:
+        raise ValueError(f"iteration must be in 0..{iterations}, got {iteration}")
+    return base_lr * gamma ** (iteration // step)
 
 
 def poly_lr(base_lr: float, iteration: int, iterations: int, power: float = 0.9) -> float:
