@@ -4,6 +4,7 @@ One module per topic, imported by the notebooks and tested in ``tests/``. Listed
 top: a module imports only from modules above it in this list (``tests/test_architecture.py`` checks
 that no import runs in a circle and no private name crosses modules).
 
+- :mod:`deeplab_lessons.papers` — the papers' figures, each with its source
 - :mod:`deeplab_lessons.receptive_field`, :mod:`deeplab_lessons.atrous` — lessons 01-02
 - :mod:`deeplab_lessons.metrics` — mIoU from one confusion matrix
 - :mod:`deeplab_lessons.models` — DeepLab v1/v2/v3/v3+, models by name (``build_model``)

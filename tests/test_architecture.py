@@ -297,7 +297,7 @@ def test_notebooks_import_only_public_paths(notebook, package_files):
 
 
 #: The package's layers, bottom to top, as the package docstring lists them.
-LAYERS = ("receptive_field", "atrous", "metrics", "models", "data", "config", "inference", "train", "crf",
+LAYERS = ("papers", "receptive_field", "atrous", "metrics", "models", "data", "config", "inference", "train", "crf",
           "viz", "widgets")
 
 
@@ -309,3 +309,14 @@ def test_imports_run_down_the_layers(package_files):
     upward = [f"{a} -> {b}" for a, targets in edges.items() for b in targets
               if a != PACKAGE and b != PACKAGE and rank[b.split(".")[1]] > rank[a.split(".")[1]]]
     assert not upward, "imports that run up the layers:\n  " + "\n  ".join(sorted(upward))
+
+
+def test_paper_figures_carry_their_source():
+    from deeplab_lessons.papers import PAPER_FIGURES, cite, paper
+
+    for key, fig in PAPER_FIGURES.items():
+        assert fig.source in ("v1", "v2", "v3", "v3+", "released config"), key
+        assert fig.where and fig.what, key
+    assert cite("v1.rf.7x7.convolutional") == "404 px (v1, Sec. 3.2)"
+    with pytest.raises(KeyError, match="figures of 'v1'"):
+        paper("v1.nope")
