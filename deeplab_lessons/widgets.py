@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 
 import ipywidgets as widgets
+import numpy as np
 import torch
-from IPython.display import display
+from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from . import viz
@@ -61,6 +62,14 @@ class FigureExplorer:
                                 "data": {"image/png": png, "text/plain": f"<{type(self).__name__} figure>"}},)
         self.redraws += 1
         self.redraw_seconds = time.perf_counter() - start
+
+    def snapshot(self):
+        """A still PNG of the figure as the sliders stand now (``IPython.display.Image``).
+
+        The lessons show one right after each explorer, so a reader without a live kernel (the
+        notebook on the web, the HTML of ``make run``) sees the explorer's first state.
+        """
+        return Image(data=viz.figure_png(self.figure, self.dpi), format="png")
 
     def _ipython_display_(self) -> None:
         display(self.widget)
@@ -129,8 +138,6 @@ class DilationExplorer(FigureExplorer):
 # Dense CRF (lesson 06)
 # ============================================================================================
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 
 def _float_slider(description: str, value: float, low: float, high: float, step: float) -> widgets.FloatSlider:

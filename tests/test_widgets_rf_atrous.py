@@ -115,3 +115,13 @@ def test_fields_on_image_and_gradient_figure():
     assert [ax.get_title() for ax in fig.axes[:2]] == ["strided\n4 x 6", "dense\n8 x 12"]
     with pytest.raises(ValueError, match="titles"):
         viz.plot_maps([np.zeros((2, 2))], ["a", "b"])
+
+
+def test_snapshot_is_a_still_of_the_current_state():
+    explorer = DilationExplorer()
+    first = explorer.snapshot()
+    assert first.data[:8] == b"\x89PNG\r\n\x1a\n" and first.format == "png"
+    shown = base64.b64decode(explorer.output.outputs[0]["data"]["image/png"])
+    assert first.data == shown                                   # the figure the widget shows now
+    explorer.rate.value = explorer.rate.value + 1
+    assert explorer.snapshot().data != first.data

@@ -1,7 +1,8 @@
 """Execute lesson notebooks headless, in place (`make notebooks`) or into a folder (`make run`).
 
 Prints each notebook's execution time, slowest first, and stops with a non-zero exit status
-naming the notebook and cell when one fails.
+naming the notebook and cell when one fails, or when a cell that draws a figure did not produce it
+as an image (tools/figure_check.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from figure_check import figure_problem
 
 
 def execute(path: Path, timeout: int) -> nbformat.NotebookNode:
@@ -43,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED: {path}\n{err}", file=sys.stderr)
             return 1
         times[str(path)] = time.perf_counter() - start
+        problems = [f"cell {i}: {p}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                    for p in [figure_problem(c.source, c.get("outputs", []))] if p]
+        if problems:
+            print(f"FAILED: {path}: figures missing\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
         if args.inplace:
             nbformat.write(nb, path)
         else:

@@ -35,18 +35,18 @@ augmentation are a function of the seed and the sample's position in the run), s
 continues a run exactly where its last checkpoint left it.
 """
 
-from .checkpoint import CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, load_model, plain_metrics, run_state,
+                         save_checkpoint)
 from .cli import build_parser, config_from_args, main
-from .engine import (TrainResult, build_optimizer, deterministic, dist_env, plain_metrics, resume, run_state,
-                     score, set_lr, train, train_step)
+from .engine import TrainResult, build_optimizer, deterministic, dist_env, resume, score, set_lr, train, train_step
 from .loss import segmentation_loss, shrink_labels
 from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr, step_lr
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "save_checkpoint",
+    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "plain_metrics", "run_state",
+    "save_checkpoint",
     "build_parser", "config_from_args", "main",
-    "TrainResult", "build_optimizer", "deterministic", "dist_env", "plain_metrics", "resume", "run_state",
-    "score", "set_lr", "train", "train_step",
+    "TrainResult", "build_optimizer", "deterministic", "dist_env", "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",
     "LR_POLICIES", "PAPER_RECIPES", "RUN_FIELDS", "TrainConfig", "poly_lr", "step_lr",
 ]

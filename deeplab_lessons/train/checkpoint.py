@@ -81,3 +81,24 @@ def load_model(path: Path | str, device: torch.device | str | None = None) -> nn
     model.train_config = cfg
     model.checkpoint_metrics = state.get("metrics", {})
     return model.to(device if device is not None else config.device()).eval()
+
+
+def run_state(cfg: TrainConfig, model: nn.Module, iteration: int, history: dict, metrics: dict,
+              optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
+              device: torch.device | None = None) -> dict:
+    """A checkpoint's contents: ``model.pt`` without ``optimizer``, ``last.pt`` (resumable) with it."""
+    state = {"format": CHECKPOINT_FORMAT, "config": cfg.as_dict(), "model": model.state_dict(),
+             "iteration": iteration, "history": history, "metrics": metrics,
+             "torch_version": str(torch.__version__), "num_threads": torch.get_num_threads()}
+    if optimizer is not None:
+        rng = {"torch": torch.get_rng_state()}
+        if device is not None and device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        state.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng)
+    return state
+
+
+def plain_metrics(scores: dict) -> dict:
+    """The scores without the confusion matrix, as plain floats (for JSON and checkpoints)."""
+    return {"pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"],
+            "mean_iou": scores["mean_iou"], "iou": [float(v) for v in scores["iou"]]}

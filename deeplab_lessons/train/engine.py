@@ -5,7 +5,7 @@ The loop is wired from small functions, each one step of the recipe: :func:`buil
 optimizer, scaler and RNG from ``last.pt``), :func:`set_lr` (poly or step schedule),
 :func:`train_step` (forward, the loss of :mod:`.loss` on every output, backward, step),
 :func:`score` (whole validation images, one confusion matrix, reduced over processes, at the
-evaluation output stride) and :func:`run_state` (what a checkpoint holds).
+evaluation output stride); :func:`.checkpoint.run_state` is what a checkpoint holds.
 
 Under ``torchrun`` each process trains on its own share of every batch with
 ``DistributedDataParallel`` (``nccl`` on GPUs, ``gloo`` on CPUs); ``batch_size`` is per process.
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from deeplab_lessons import config
@@ -37,7 +36,7 @@ from deeplab_lessons.models.common import classifier_parameters, normalize
 from deeplab_lessons.models.norm import freeze_batchnorm
 from deeplab_lessons.models.registry import pretrained_backbone
 
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, plain_metrics, run_state, save_checkpoint
 from .loss import segmentation_loss
 from .recipe import RUN_FIELDS, TrainConfig
 
@@ -164,27 +163,6 @@ def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, 
         cm.all_reduce()
         scores = {**cm.compute(), "confusion": cm}
     return scores
-
-
-def run_state(cfg: TrainConfig, model: nn.Module, iteration: int, history: dict, metrics: dict,
-              optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
-              device: torch.device | None = None) -> dict:
-    """A checkpoint's contents: ``model.pt`` without ``optimizer``, ``last.pt`` (resumable) with it."""
-    state = {"format": CHECKPOINT_FORMAT, "config": cfg.as_dict(), "model": model.state_dict(),
-             "iteration": iteration, "history": history, "metrics": metrics,
-             "torch_version": str(torch.__version__), "num_threads": torch.get_num_threads()}
-    if optimizer is not None:
-        rng = {"torch": torch.get_rng_state()}
-        if device is not None and device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        state.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng)
-    return state
-
-
-def plain_metrics(scores: dict) -> dict:
-    """The scores without the confusion matrix, as plain floats (for JSON and checkpoints)."""
-    return {"pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"],
-            "mean_iou": scores["mean_iou"], "iou": [float(v) for v in scores["iou"]]}
 
 
 def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> TrainResult:
