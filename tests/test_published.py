@@ -125,6 +125,7 @@ def test_each_model_gets_its_papers_recipe():
     assert all(c.width == 1.0 and c.pretrained and c.norm == "none" for c in (v1, v2, v3))
     assert not TrainConfig.paper("v3plus-xception").pretrained          # no ImageNet Xception in torchvision
     assert PAPER_RECIPES["v3plus"] == PAPER_RECIPES["v3"]
+    assert TrainConfig.paper("v3plus-xception").weight_decay == 4e-5 and TrainConfig.paper("v3plus").weight_decay == 1e-4
     with pytest.raises(ValueError, match="no published recipe"):
         TrainConfig.paper("nope")
 
@@ -142,6 +143,8 @@ def test_cli_dry_run_prints_the_resolved_config_and_trains_nothing(tmp_path):
 def test_cli_reports_bad_settings_without_a_traceback(capsys):
     assert main(["--label-target", "nearest", "--dry-run"]) == 2
     assert "label_target must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):               # no abbreviations: "--dry" must not start a run
+        main(["--dry"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,9 +183,14 @@ def test_training_evaluates_at_the_evaluation_output_stride(voc, monkeypatch):
                       data=str(voc), output_stride=16, eval_output_stride=8)
     result = train(cfg)
     assert seen == [8] and result.model.output_stride == 16
+    seen.clear()                                 # a model trained at 8 goes back to 8, not to the default 16
+    result = train(TrainConfig(model="v3", width=0.125, crop_size=48, batch_size=2, iterations=1, progress=False,
+                               data=str(voc), output_stride=8, eval_output_stride=16))
+    assert seen == [16] and result.model.output_stride == 8
+    with pytest.raises(ValueError, match="fixed output stride of 8"):
+        TrainConfig(model="largefov", eval_output_stride=8)
     with pytest.raises(ValueError, match="cannot change its output stride"):
-        train(TrainConfig(model="largefov", width=0.125, crop_size=48, batch_size=2, iterations=1,
-                          progress=False, data=str(voc), eval_output_stride=8))
+        MSC(deeplab_v1(width=0.125)).set_output_stride(8)
 
 
 # --------------------------------------------------------------------------------------------

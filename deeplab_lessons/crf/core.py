@@ -25,8 +25,9 @@ where ``k~_m`` is kernel m normalised by its row sums ``D = diag(K 1)``, one of 
   marginals. This is what DeepLab ran: deeplab-public ships Krähenbühl's 2011 densecrf code,
   whose kernels normalise this way (densecrf's ``NORMALIZE_AFTER``).
 - ``"symmetric"``: ``k~ = D^-1/2 K D^-1/2`` (``NORMALIZE_SYMMETRIC``), the default of the 2013
-  densecrf release and so of pydensecrf. The matrix stays symmetric; a pixel in a sparsely
-  populated region of feature space (a rare colour) sends more than one unit of message mass.
+  densecrf release and so of pydensecrf. The matrix stays symmetric, but its rows no longer sum
+  to 1: row ``i`` sums to ``sum_j K_ij / sqrt(d_i d_j)``, above 1 where a pixel is better
+  connected than its neighbours, below 1 where it is less (a rare colour next to common ones).
 
 Every number
 means what it means in pydensecrf's ``DenseCRF2D``: ``bi_w`` = w1 (``compat`` of

@@ -4,6 +4,8 @@ v2 (arXiv 1606.00915, Sec. 3.2 "multi-scale inputs" and Table 4, rows with MSC):
 fed at scales 1, 0.75 and 0.5 through the *same* weights; each scale's score map is bilinearly
 resized to the scale-1 score map and the maps are fused by taking the element-wise maximum.
 The network is trained jointly: the loss is summed over the fused map and each scale's map.
+Here each scale's map is compared with the labels after it is resized to the scale-1 grid (the
+same map the fusion uses); the Caffe release instead shrank the labels to each scale's own grid.
 
 This is not v3's test-time evaluation (:func:`deeplab_lessons.inference.predict_proba` with
 ``scales`` and ``flip``), which averages softmax probabilities of an already trained network.
@@ -83,5 +85,7 @@ class MSC(nn.Module):
 
     def set_output_stride(self, output_stride: int) -> None:
         """Change the wrapped model's output stride (models that can: v3 / v3+)."""
+        if not hasattr(self.model, "set_output_stride"):
+            raise ValueError(f"{type(self.model).__name__} cannot change its output stride (only v3 / v3+ can)")
         self.model.set_output_stride(output_stride)
         self.output_stride = self.model.output_stride

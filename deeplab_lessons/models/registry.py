@@ -25,7 +25,8 @@ from .vgg import deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict, transplant_v
 MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
     "largefov": ("deeplab_v1", {"fov": "largefov"}, "DeepLab v1 LargeFOV: VGG16 stride 8, fc6 3x3 rate 12, 1024 ch"),
     "deeplab-7x7": ("deeplab_v1", {"fov": "7x7"}, "DeepLab v1: fc6 7x7 rate 4, 4096 ch (the large original)"),
-    "deeplab-4x4": ("deeplab_v1", {"fov": "4x4"}, "DeepLab v1: fc6 4x4 rate 4"),
+    "deeplab-4x4": ("deeplab_v1", {"fov": "4x4"}, "DeepLab v1: fc6 4x4 rate 4 (the paper's plain DeepLab row; "
+                                                  "its DeepLab-CRF-4x4 row is rate 8: deeplab_v1(fc6_rate=8))"),
     "aspp-l": ("deeplab_v2", {"aspp": "L"}, "DeepLab v2 VGG16 + ASPP-L, rates {6, 12, 18, 24}"),
     "aspp-s": ("deeplab_v2", {"aspp": "S"}, "DeepLab v2 VGG16 + ASPP-S, rates {2, 4, 8, 12}"),
     "v3": ("deeplab_v3", {}, "DeepLab v3: dilated ResNet + ASPP with image pooling"),
@@ -37,7 +38,7 @@ MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
 #: The paper family of each named model: which published recipe and label target it follows.
 MODEL_FAMILY: dict[str, str] = {
     "largefov": "v1-largefov", "deeplab-7x7": "v1-deeplab", "deeplab-4x4": "v1-deeplab",
-    "aspp-l": "v2", "aspp-s": "v2", "v3": "v3", "v3plus": "v3plus", "v3plus-xception": "v3plus",
+    "aspp-l": "v2", "aspp-s": "v2", "v3": "v3", "v3plus": "v3plus", "v3plus-xception": "v3plus-xception",
 }
 
 #: Where the loss compares logits and labels, as published: v1/v2 subsample the labels by 8

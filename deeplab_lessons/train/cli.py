@@ -21,7 +21,7 @@ from .recipe import TrainConfig
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m deeplab_lessons.train`` argument parser (one option per :class:`TrainConfig` field)."""
     parser = argparse.ArgumentParser(
-        prog="python -m deeplab_lessons.train",
+        prog="python -m deeplab_lessons.train", allow_abbrev=False,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=30),
         description="Train a DeepLab model on PASCAL VOC 2012 (or the embedded VOC-layout set) with the "
                     "papers' recipe: SGD, poly learning rate, 10x LR on the classifier, cross-entropy "
@@ -61,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse command-line arguments into a :class:`TrainConfig` (unset options keep their defaults)."""
-    args = vars(build_parser().parse_args(argv))
+    return config_from_namespace(build_parser().parse_args(argv))
+
+
+def config_from_namespace(namespace: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed arguments (``--paper`` and ``--dry-run`` are not fields)."""
+    args = dict(vars(namespace))
     paper = args.pop("paper")
     args.pop("dry_run")
     given = {k: v for k, v in args.items() if v is not None}
@@ -75,10 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``--dry-run`` prints the resolved :class:`TrainConfig` as JSON and returns 0 without training.
     """
-    dry_run = "--dry-run" in (sys.argv[1:] if argv is None else argv)
+    namespace = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(argv)
-        if dry_run:
+        cfg = config_from_namespace(namespace)
+        if namespace.dry_run:
             print(json.dumps(cfg.as_dict(), indent=1))
             return 0
         result = train(cfg)

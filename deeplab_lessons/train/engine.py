@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,7 @@ from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.inference import evaluate, output_stride_of
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import classifier_parameters, normalize
+from deeplab_lessons.models.msc import MSC
 from deeplab_lessons.models.norm import freeze_batchnorm
 from deeplab_lessons.models.registry import pretrained_backbone
 
@@ -146,19 +148,20 @@ def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, 
     evaluation and is put back at its training stride afterwards.
     """
     cm = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
-    switch = cfg.eval_output_stride is not None and hasattr(model, "set_output_stride")
-    if cfg.eval_output_stride is not None and not switch:
+    inner = model.model if isinstance(model, MSC) else model
+    switch = cfg.eval_output_stride is not None
+    if switch and not hasattr(inner, "set_output_stride"):
         raise ValueError(f"eval_output_stride={cfg.eval_output_stride}: model {cfg.model!r} cannot change its "
                          "output stride (only v3 / v3+ can)")
-    encoder_stride = cfg.output_stride or 16
+    trained_stride = inner.backbone.output_stride if switch else None
+    if switch:
+        model.set_output_stride(cfg.eval_output_stride)
     try:
-        if switch:
-            model.set_output_stride(cfg.eval_output_stride)
         scores = evaluate(model, val_loader, cfg.num_classes, device=device, scales=cfg.eval_scales,
                           flip=cfg.eval_flip, amp=amp, confusion=cm)
     finally:
         if switch:
-            model.set_output_stride(encoder_stride)
+            model.set_output_stride(trained_stride)
     if world > 1:
         cm.all_reduce()
         scores = {**cm.compute(), "confusion": cm}
@@ -209,6 +212,9 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     model = cfg.build().to(device)
     frozen = pretrained_backbone(model) if (
         (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn) else None
+    if cfg.freeze_bn and frozen is None:
+        warnings.warn(f"freeze_bn=True: model {cfg.model!r} has no pretrained backbone with BatchNorm (only the v3/v3+ "
+                      "ResNets have one); nothing is frozen", stacklevel=2)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     out = Path(cfg.out) if cfg.out else None

@@ -72,8 +72,8 @@ class TrainConfig:
                              "(looks-linear for the VGG models, zero-residual for the ResNets)")
     dropout: float | None = _opt(0.0, "probability of every dropout layer; unset: the model's own (0.5 after "
                                       "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
-    freeze_bn: bool | None = _opt(None, "keep the ImageNet backbone's BatchNorm fixed (new layers always train); "
-                                        "unset: when pretrained and batch < 16")
+    freeze_bn: bool | None = _opt(None, "keep the ImageNet ResNet backbone's BatchNorm fixed (v3/v3+; new layers "
+                                        "always train; VGG has none); unset: when pretrained and batch < 16")
     amp: bool | None = _opt(None, "mixed precision; unset: on with CUDA, off on CPU")
     num_workers: int = _opt(0, "DataLoader worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
@@ -111,6 +111,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in (8, 16):
                 raise ValueError(f"TrainConfig: {name} must be 8, 16 or unset, got {value!r}")
+            family = MODEL_FAMILY.get(self.model, "")
+            if value is not None and family and not family.startswith("v3"):
+                raise ValueError(f"TrainConfig: {name}={value}: model {self.model!r} has a fixed output stride of 8 "
+                                 "(only v3 / v3+ models can change it)")
         positive = {"num_classes": self.num_classes, "crop_size": self.crop_size, "batch_size": self.batch_size,
                     "iterations": self.iterations, "width": self.width, "lr": self.lr, "log_every": self.log_every}
         bad = {k: v for k, v in positive.items() if not v > 0}
@@ -205,13 +209,15 @@ LR_POLICIES = ("poly", "step")
 #: iterations, momentum 0.9, weight decay 5e-4; 6000 iterations, the crops (306 for the
 #: "DeepLab" trunk, 321 for LargeFOV) and random crop + mirror without rescaling from the
 #: released solver and configs.
-#: v2 (arXiv 1606.00915 Sec. 4.1, Table 2): poly (power 0.9), batch 10, 20k iterations, crop 321;
+#: (v2 Table 1 lists the step baseline at batch 30: the released solver may have differed from v1's text.)
+#: v2 (arXiv 1606.00915 Sec. 4.1, Table 1): poly (power 0.9), batch 10, 20k iterations, crop 321;
 #: the VGG experiments without random rescaling (v2 adds it for ResNet, Table 4 "Aug").
 #: v3 (arXiv 1706.05587 Sec. 4.1 and Appendix): crop 513, batch 16, lr 0.007 with poly, 30k
 #: iterations, random rescaling 0.5 to 2.0 and flips, BatchNorm trained, output stride 16 for
 #: training and 8 for evaluation, multi-scale (0.5 ... 1.75) + flip at test (Table 6). Not in the
 #: paper, taken from the released code: the classifier at the base rate (no 10x) and weight decay
-#: 1e-4. v3+ (arXiv 1802.02611 Sec. 4) keeps v3's protocol.
+#: 1e-4. v3+ (arXiv 1802.02611 Sec. 4) keeps v3's protocol; the released code's weight decay for
+#: its Xception backbone is 4e-5.
 PAPER_RECIPES: dict[str, dict[str, Any]] = {
     "v1-deeplab": {"crop_size": 306, "batch_size": 20, "iterations": 6000, "lr": 1e-3, "lr_policy": "step",
                    "lr_step": 2000, "lr_gamma": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
@@ -227,6 +233,7 @@ PAPER_RECIPES: dict[str, dict[str, Any]] = {
            "eval_scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), "eval_flip": True},
 }
 PAPER_RECIPES["v3plus"] = dict(PAPER_RECIPES["v3"])
+PAPER_RECIPES["v3plus-xception"] = {**PAPER_RECIPES["v3"], "weight_decay": 4e-5}
 
 
 def step_lr(base_lr: float, iteration: int, iterations: int, step: int, gamma: float = 0.1) -> float:
