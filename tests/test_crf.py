@@ -368,3 +368,28 @@ def test_refine_in_both_orders():
     np.testing.assert_allclose(small[0, 0].numpy(), image[:5, :5].reshape(-1, 3).mean(0), atol=0.51)
     with pytest.raises(ValueError, match="order"):
         refine(image, logits, order="sideways")
+
+
+def test_grid_search_scores_each_combination_like_a_direct_evaluation():
+    from deeplab_lessons.crf import CRFSample, coarse_to_fine, grid_search
+    from deeplab_lessons.metrics import ConfusionMatrix
+
+    samples = []
+    for index in range(2):
+        image, labels = synthesize_image(5, index, size=(32, 40))
+        probs = torch.from_numpy(noisy_probs(labels, 21, seed=index, signal=1.2))
+        samples.append(CRFSample(torch.from_numpy(image), probs, torch.from_numpy(labels.astype(np.int64))))
+    grid = {"bi_w": [0.0, 5.0], "bi_rgb_std": [3.0, 10.0]}
+    scored = grid_search(samples, grid)
+    assert len(scored) == 4 and [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
+    for params, miou in scored:
+        cm = ConfusionMatrix(21)
+        for s in samples:
+            cm.update(torch.as_tensor(dense_crf(s.image.numpy(), s.probs, params)).argmax(0), s.target)
+        assert miou == pytest.approx(cm.compute()["mean_iou"], abs=1e-9)
+    best, best_miou, everything = coarse_to_fine(samples, {"bi_w": [5.0, 10.0], "bi_xy_std": [50.0, 100.0]})
+    assert best_miou == max(s for _, s in everything)
+    assert all(5.0 <= p.bi_w <= 10.0 and 50.0 <= p.bi_xy_std <= 100.0 for p, _ in everything)
+    assert len({(p.bi_w, p.bi_xy_std) for p, _ in everything}) > 4          # the fine stage tried new points
+    with pytest.raises(ValueError, match="unknown CRFParams fields"):
+        grid_search(samples, {"theta": [1.0]})

@@ -8,8 +8,9 @@ Layers, bottom to top (each imports only from the ones below it):
   :mod:`.naive` (the exact O(N^2) sums, the reference) and :mod:`.pydensecrf_backend`
   (the C++ library, imported only when asked for).
 - :mod:`.api`: :func:`dense_crf`, which dispatches to a backend.
-- on top: :mod:`.pipeline` (:func:`refine`: where the CRF goes after the network) and
-  :mod:`.boundary` (accuracy and mIoU in a band around object boundaries, DeepLab v1 fig. 5).
+- on top: :mod:`.pipeline` (:func:`refine`: where the CRF goes after the network),
+  :mod:`.boundary` (accuracy and mIoU in a band around object boundaries, DeepLab v1 fig. 5) and
+  :mod:`.search` (v1's coarse-to-fine cross-validation of the parameters).
 
 Import every name from here: ``from deeplab_lessons.crf import dense_crf, CRFParams``.
 """
@@ -22,6 +23,7 @@ from .lattice import LatticeSum, PermutohedralLattice, lattice_features
 from .naive import gaussian_kernel_matrix, naive_kernels, naive_steps
 from .pipeline import ORDERS, downsample_image, refine
 from .pydensecrf_backend import import_pydensecrf, pydensecrf_model, pydensecrf_steps
+from .search import V1_SEARCH_RANGES, CRFSample, coarse_to_fine, grid_search
 from .torch_backend import DenseCRF
 
 __all__ = [
@@ -33,5 +35,6 @@ __all__ = [
     "gaussian_kernel_matrix", "naive_kernels", "naive_steps",
     "ORDERS", "downsample_image", "refine",
     "import_pydensecrf", "pydensecrf_model", "pydensecrf_steps",
+    "V1_SEARCH_RANGES", "CRFSample", "coarse_to_fine", "grid_search",
     "DenseCRF",
 ]

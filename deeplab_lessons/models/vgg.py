@@ -246,14 +246,15 @@ def deeplab_v2(num_classes: int = 21, aspp: str = "L", width: float = 1.0) -> De
 
 def decimation_indices(kernel_size: int, channels: int, source_kernel: int = 7,
                        source_channels: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which fc6 taps and filters the weight surgery keeps (v1 Sec. 3.1, "simple decimation").
+    """Which fc6 taps and filters the weight surgery keeps (v1 Sec. 3.2, "simple decimation").
 
     Returns ``(taps, filters)``: ``taps`` are the ``kernel_size`` row (= column) indices kept out of
     VGG16's 7x7 fc6 kernel, evenly spaced and including both ends (3 -> [0, 3, 6], 4 -> [0, 2, 4, 6]),
     so the decimated kernel spans the same 7 stride-32 cells (with rate 12 = 3 x 4 at stride 8,
     LargeFOV's fc6 sees what the 7x7 rate-4 one sees); ``filters`` keeps every
     ``source_channels // channels``-th filter (4096 -> 1024: 0, 4, 8, ...), also used for fc7's
-    rows and columns.
+    rows and columns. v1 says only that LargeFOV reduces fc6 from 4096 to 1024 filters; which
+    1024 is this package's choice (evenly spaced, like the taps).
     """
     if kernel_size < 1 or kernel_size > source_kernel or (source_kernel - 1) % max(kernel_size - 1, 1):
         raise ValueError(f"kernel_size {kernel_size} cannot be decimated evenly from {source_kernel}x{source_kernel} "
