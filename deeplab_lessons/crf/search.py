@@ -1,8 +1,8 @@
 """Cross-validating the CRF's parameters, as DeepLab v1 did (arXiv 1412.7062, Sec. 5).
 
 v1 fixes w2 = 3 and theta_gamma = 3 and searches w1 in [5, 10], theta_alpha in [50:10:100] and
-theta_beta in [3:1:10] with a coarse-to-fine scheme, on 100 images held out from the ones it
-reports. :func:`grid_search` scores every combination of a grid by mean IoU over a set of
+theta_beta in [3:1:10] with a coarse-to-fine scheme, on a subset of 100 validation images (part
+of the set it then reports on; the lesson holds its search images out instead). :func:`grid_search` scores every combination of a grid by mean IoU over a set of
 images; :func:`coarse_to_fine` runs a coarse grid, then a finer one around the best point.
 Each image's lattices are built once per pair of widths and reused for every weight.
 """

@@ -30,7 +30,7 @@ from .common import (IMAGENET_MEAN, IMAGENET_STD, MAX_WIDTH, check_num_classes, 
                      upsample_logits)
 from .init import looks_linear_, zero_residual_
 from .norm import NORMS, freeze_batchnorm, group_norm, set_norm
-from .msc import MSC, MSC_SCALES, check_scales
+from .msc import MSC, MSC_SCALES, check_scales, unwrap_msc
 from .registry import (BUILDERS, INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, available_models, build_model,
                        load_pretrained, pretrained_backbone, published_label_target, register_model, resolve_init)
 from .resnet import (RESNET_UNITS, V3_BACKBONES, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet,
@@ -49,7 +49,7 @@ __all__ = [
     "conv_macs", "denormalize", "init_weights", "normalize", "scaled_channels", "split_parameters", "upsample_logits",
     "looks_linear_", "zero_residual_",
     "NORMS", "freeze_batchnorm", "group_norm", "set_norm",
-    "MSC", "MSC_SCALES", "check_scales",
+    "MSC", "MSC_SCALES", "check_scales", "unwrap_msc",
     "BUILDERS", "INITS", "LABEL_TARGETS", "MODEL_FAMILY", "MODEL_SPECS", "available_models", "build_model",
     "load_pretrained", "pretrained_backbone", "published_label_target", "register_model", "resolve_init",
     "RESNET_UNITS", "V3_BACKBONES", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet",

@@ -89,3 +89,8 @@ class MSC(nn.Module):
             raise ValueError(f"{type(self.model).__name__} cannot change its output stride (only v3 / v3+ can)")
         self.model.set_output_stride(output_stride)
         self.output_stride = self.model.output_stride
+
+
+def unwrap_msc(model: nn.Module) -> nn.Module:
+    """The network inside an :class:`MSC` wrapper, or ``model`` itself when it is not wrapped."""
+    return model.model if isinstance(model, MSC) else model

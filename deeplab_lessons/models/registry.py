@@ -16,7 +16,7 @@ from torch import nn
 
 from .common import classifier_parameters
 from .init import looks_linear_, zero_residual_
-from .msc import MSC
+from .msc import MSC, unwrap_msc
 from .norm import set_norm
 from .resnet import DilatedResNet, deeplab_v3, deeplab_v3plus
 from .vgg import deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict, transplant_vgg16
@@ -72,8 +72,7 @@ def pretrained_backbone(model: nn.Module) -> nn.Module | None:
     """The submodule of ``model`` whose BatchNorm layers come with ImageNet weights: the ResNet
     ``backbone`` of v3/v3+ (looked up through an :class:`~.msc.MSC` wrapper); ``None`` for the
     VGG models, whose ImageNet trunk has no BatchNorm (any BatchNorm there is new)."""
-    inner = model.model if isinstance(model, MSC) else model
-    backbone = getattr(inner, "backbone", None)
+    backbone = getattr(unwrap_msc(model), "backbone", None)
     return backbone if isinstance(backbone, DilatedResNet) else None
 
 

@@ -34,7 +34,7 @@ from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.inference import evaluate, output_stride_of
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import classifier_parameters, normalize
-from deeplab_lessons.models.msc import MSC
+from deeplab_lessons.models.msc import unwrap_msc
 from deeplab_lessons.models.norm import freeze_batchnorm
 from deeplab_lessons.models.registry import pretrained_backbone
 
@@ -148,7 +148,7 @@ def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, 
     evaluation and is put back at its training stride afterwards.
     """
     cm = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
-    inner = model.model if isinstance(model, MSC) else model
+    inner = unwrap_msc(model)
     switch = cfg.eval_output_stride is not None
     if switch and not hasattr(inner, "set_output_stride"):
         raise ValueError(f"eval_output_stride={cfg.eval_output_stride}: model {cfg.model!r} cannot change its "

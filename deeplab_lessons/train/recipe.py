@@ -166,8 +166,6 @@ class TrainConfig:
             raise ValueError(f"no published recipe for model {model!r}; models with one: {sorted(MODEL_FAMILY)}")
         values: dict[str, Any] = {"width": 1.0, "pretrained": True, "norm": "none", "dropout": None,
                                   "optimizer": "sgd", "num_workers": 4, **PAPER_RECIPES[family], "model": model}
-        if model == "v3plus-xception":
-            values["pretrained"] = False        # torchvision has no ImageNet Xception-65
         values.update(overrides)
         return cls(**values)
 
@@ -233,7 +231,8 @@ PAPER_RECIPES: dict[str, dict[str, Any]] = {
            "eval_scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), "eval_flip": True},
 }
 PAPER_RECIPES["v3plus"] = dict(PAPER_RECIPES["v3"])
-PAPER_RECIPES["v3plus-xception"] = {**PAPER_RECIPES["v3"], "weight_decay": 4e-5}
+PAPER_RECIPES["v3plus-xception"] = {**PAPER_RECIPES["v3"], "weight_decay": 4e-5,
+                                    "pretrained": False}      # torchvision has no ImageNet Xception-65
 
 
 def step_lr(base_lr: float, iteration: int, iterations: int, step: int, gamma: float = 0.1) -> float:
