@@ -30,7 +30,7 @@ __all__ = ["REPO_ROOT", "EMBEDDED_DEFAULT", "data_dir", "device", "is_real_voc",
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Size of the embedded data set that ``make lab`` / ``make run`` generate: (n_train, n_val, (H, W)).
-EMBEDDED_DEFAULT = {"n_train": 240, "n_val": 60, "size": (192, 256), "seed": 0}
+EMBEDDED_DEFAULT = {"n_train": 400, "n_val": 100, "size": (192, 256), "seed": 0}
 
 
 def data_dir() -> Path:
@@ -88,7 +88,7 @@ class LessonSettings:
 
 
 CPU_SETTINGS = LessonSettings(
-    scale="cpu", width=0.25, crop_size=128, batch_size=8, iterations=300,
+    scale="cpu", width=0.25, crop_size=128, batch_size=8, iterations=2000,
     eval_scales=(0.75, 1.0, 1.25), num_workers=0,
 )
 GPU_SETTINGS = LessonSettings(

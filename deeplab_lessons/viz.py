@@ -6,7 +6,7 @@ nothing here holds state or touches ipywidgets (see :mod:`deeplab_lessons.widget
 
 from __future__ import annotations
 
-__all__ = ["figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack", "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps", "plot_trimap_curves", "plot_training_history"]
+__all__ = ["figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack", "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps", "plot_trimap_curves", "plot_training_history", "plot_experiment", "plot_curves_with_spread"]
 
 # ============================================================================================
 # Receptive fields and atrous convolution (lessons 01 and 02)
@@ -398,4 +398,59 @@ def plot_training_history(history: dict, fig: Figure | None = None, iterations: 
         ax.set_xlim(0, end)
     if history["loss"]:
         ax_loss.set_ylim(0, max(history["loss"]) * 1.05)
+    return fig
+
+
+# ============================================================================================
+# Recorded experiments (lessons 03-07): measured mean +- std over seeds beside the paper's numbers
+# ============================================================================================
+
+def plot_experiment(rows: list[dict], title: str, ylabel: str = "val mIoU (%)",
+                    paper_label: str = "paper, PASCAL VOC 2012 val (%)") -> Figure:
+    """Measured results (left) beside the paper's numbers for the same rows (right).
+
+    ``rows``: dicts with ``arm``, ``mean``, ``std``, ``values`` (one per seed) and ``paper``
+    (None where the paper has no such row), as :func:`deeplab_lessons.experiments.summary`
+    returns. Left: the mean over seeds with a +-1 std error bar and each seed as a dot. Right:
+    the paper's value. The two panels measure different data (embedded set vs VOC) and budgets;
+    compare the *order and gaps* within a panel, not values across panels.
+    """
+    fig = Figure(figsize=(9.0, 0.55 * len(rows) + 1.6), layout="constrained")
+    ax, axp = fig.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+    y = np.arange(len(rows))[::-1]
+    for yi, row in zip(y, rows):
+        ax.barh(yi, row["mean"], xerr=row["std"], color="C0", alpha=0.75, capsize=4)
+        ax.plot(row["values"], [yi] * len(row["values"]), "o", color="k", ms=3)
+        if row["paper"] is not None:
+            axp.barh(yi, row["paper"], color="C1", alpha=0.75)
+            axp.text(row["paper"], yi, f" {row['paper']:.2f}", va="center", fontsize=8)
+        else:
+            axp.text(0.02, yi, "no such row", va="center", fontsize=8, color="0.4", transform=axp.get_yaxis_transform())
+    ax.set_yticks(y, [r["arm"] for r in rows])
+    n = max((len(r["values"]) for r in rows), default=0)
+    ax.set_xlabel(f"{ylabel}: mean +- std over {n} seeds (dots: seeds)")
+    ax.set_title(f"{title} — measured here", fontsize=10)
+    papers = [r["paper"] for r in rows if r["paper"] is not None]
+    if papers:
+        axp.set_xlim(min(papers) - 5, max(papers) + 2.5)
+    axp.set_xlabel(paper_label)
+    axp.set_title("published", fontsize=10)
+    for a in (ax, axp):
+        a.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_curves_with_spread(x, curves: dict, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Mean curves with a +-1 std band: ``curves`` maps a name to ``(mean, std)`` arrays over ``x``."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, (mean, std)) in enumerate(curves.items()):
+        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        ax.plot(x, mean, marker="o", ms=3, color=f"C{i}", label=name)
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return fig

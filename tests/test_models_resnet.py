@@ -274,3 +274,19 @@ def test_registry_builds_v3_models_by_name():
     assert model.backbone.name == "resnet50"  # what the trainer passes to imagenet_resnet_state_dict
     assert R.deeplab_v3(backbone="resnet101", width=SMALL).backbone.name == "resnet101"
     assert build_model("v3", num_classes=3, width=SMALL, output_stride=8).output_stride == 8
+
+
+def test_v3_ablations_of_table5():
+    from deeplab_lessons.models import ImagePooling, build_model
+
+    full = build_model("v3", width=0.125)
+    no_pool = build_model("v3-no-image-pooling", width=0.125)
+    mg111 = build_model("v3-multigrid-111", width=0.125)
+    assert any(isinstance(b, ImagePooling) for b in full.aspp.branches)
+    for net in (no_pool, mg111):
+        assert len(net.aspp.branches) == 4 and not any(isinstance(b, ImagePooling) for b in net.aspp.branches)
+        assert net.aspp.project.conv.in_channels == 4 * net.aspp.branches[0][0].out_channels
+        assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 21, 4, 4)
+    # block4's unit rates at output stride 16: dilation 2 x multi-grid
+    rates = lambda net: [u.conv2.dilation[0] for u in net.backbone.layer4]
+    assert rates(full) == [2, 4, 8] and rates(mg111) == [2, 2, 2]

@@ -344,3 +344,17 @@ def test_denormalize_inverts_normalize():
     from deeplab_lessons.models import denormalize
     images = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
     assert torch.equal(denormalize(normalize(images)), images)
+
+
+def test_small_field_control_sees_51_pixels_at_stride_8():
+    from deeplab_lessons.models import build_model, small_field_vgg
+
+    net = small_field_vgg(num_classes=21, width=0.25)
+    rows = receptive_fields(net)
+    # closed form by hand: conv1 (5) -> pool1 (7) -> conv2 (+2*2*2 = 15) -> pool2 (+4 = 19)
+    # -> conv3 (+3*2*4 = 43) -> pool3 (+2*4 = 51); jump 8
+    assert (rows[-1].size, rows[-1].jump) == (51, 8)
+    assert net(torch.zeros(1, 3, 64, 96)).shape == (1, 21, 8, 12)
+    assert [n for n, _ in net.named_children()][-2:] == ["pool3", "fc8"]
+    assert list(net.classifier_parameters()) == list(net.fc8.parameters())
+    assert build_model("small-field", width=0.25, norm="batch", init="auto")(torch.zeros(2, 3, 32, 32)).shape[1] == 21

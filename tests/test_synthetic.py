@@ -120,17 +120,78 @@ def test_ensure_embedded_refuses_to_overwrite_real_voc(tmp_path):
         ensure_embedded_voc(tmp_path, n_train=2, n_val=1, size=(40, 40))
 
 
-def test_each_class_has_its_own_saturated_colour_and_backgrounds_are_grey():
-    from deeplab_lessons.data.synthetic import CLASS_COLOURS
+def test_badges_name_the_class_and_the_tint_splits_the_shared_badge():
+    from deeplab_lessons.data.synthetic import BADGE_COLOURS, IMAGE_CUE_PAIR, synthesize_scene
 
-    colours = CLASS_COLOURS[1:]
-    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + 1e3 * np.eye(20)
-    assert gaps.min() > 40                                   # any two classes differ by > 40 RGB levels
-    assert (colours.max(1) - colours.min(1)).min() > 90      # every class colour is saturated
-    image, labels = synthesize_image(seed=0, index=4, size=(96, 128), void_width=1)
-    pixels = image.astype(float)
-    chroma = pixels.max(-1) - pixels.min(-1)
-    assert np.median(chroma[labels == 0]) < 40               # the background is nearly grey
-    for c in set(np.unique(labels).tolist()) - {0, 255}:
-        mean = pixels[labels == c].mean(0)
-        assert np.linalg.norm(mean - CLASS_COLOURS[c]) < 25, (c, mean, CLASS_COLOURS[c])
+    a, b = IMAGE_CUE_PAIR
+    assert np.array_equal(BADGE_COLOURS[a], BADGE_COLOURS[b])
+    others = [c for c in range(1, 21) if c != b]
+    colours = BADGE_COLOURS[others]
+    gaps = np.abs(colours[:, None] - colours[None]).max(-1) + 1e3 * np.eye(len(others))
+    assert gaps.min() >= 105                                   # 19 badges, any two far apart in some channel
+    seen_pair = set()
+    for index in range(40):
+        image, labels, objects = synthesize_scene(2, index, size=(96, 128), void_width=0)
+        bg = image[labels == 0].astype(float).mean(0)
+        warm = bg[0] > bg[2]                                   # the tint: red above blue
+        for k, obj in enumerate(objects):
+            x, y = (int(round(v)) for v in obj["badge"])
+            if not (0 <= x < 128 and 0 <= y < 96) or labels[y, x] != obj["label"]:
+                continue                                       # badge covered by a later object
+            assert np.abs(image[y, x].astype(float) - BADGE_COLOURS[obj["label"]]).max() < 40
+            if obj["label"] in IMAGE_CUE_PAIR:
+                assert obj["label"] == (a if warm else b)
+                seen_pair.add(obj["label"])
+    assert seen_pair == {a, b}
+
+
+def test_relabel_changes_one_badge_and_nothing_else():
+    from deeplab_lessons.data.synthetic import synthesize_scene
+
+    image, labels, objects = synthesize_scene(0, 3, size=(96, 128))
+    changed, new_labels, new_objects = synthesize_scene(0, 3, size=(96, 128), relabel={0: 5})
+    assert new_objects[0]["label"] == 5 and new_objects[1:] == objects[1:]
+    ys, xs = np.nonzero((image != changed).any(-1))
+    bx, by = objects[0]["badge"]
+    assert len(xs) and np.all(np.hypot(xs - bx, ys - by) <= objects[0]["badge_radius"] + 1)
+    assert set(np.unique(new_labels[labels != new_labels]).tolist()) <= {5, 255}
+    with pytest.raises(ValueError, match="relabel"):
+        synthesize_scene(0, 3, size=(96, 128), relabel={0: 0})
+
+
+def test_colour_carries_no_class(tmp_path):
+    """P1: a per-pixel colour lookup fit on train scores val mIoU <= 0.25."""
+    from deeplab_lessons.data import ColourLookup
+    from deeplab_lessons.metrics import ConfusionMatrix
+
+    voc = make_synthetic_voc(tmp_path, n_train=60, n_val=30, size=(96, 128), seed=4)
+    train, val = VOCSegmentation(voc, "train"), VOCSegmentation(voc, "val")
+    lookup = ColourLookup().fit((im.permute(1, 2, 0).numpy(), m.numpy()) for im, m in train)
+    cm = ConfusionMatrix(21)
+    for im, m in val:
+        cm.update(lookup.predict(im.permute(1, 2, 0).numpy()), m.numpy())
+    assert cm.compute()["mean_iou"] <= 0.25
+
+
+def test_colour_lookup_is_perfect_where_colour_is_the_class():
+    from deeplab_lessons.data import ColourLookup
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=(20, 30))
+    table = np.array([[10, 10, 10], [200, 30, 30], [30, 200, 30], [30, 30, 200]], dtype=np.uint8)
+    lookup = ColourLookup(num_classes=4).fit([(table[labels], labels)])
+    assert np.array_equal(lookup.predict(table[labels]), labels)
+    with pytest.raises(ValueError, match="uint8"):
+        lookup.predict(table[labels].astype(float))
+    with pytest.raises(ValueError, match="bins"):
+        ColourLookup(bins=1)
+
+
+def test_objects_span_a_wide_range_of_sizes():
+    """P3: 95th / 5th percentile of sqrt(object area) >= 4."""
+    sizes = []
+    for index in range(80):
+        _, labels = synthesize_image(0, index)
+        for c in set(np.unique(labels).tolist()) - {0, 255}:
+            sizes.append(np.sqrt((labels == c).sum()))
+    assert np.percentile(sizes, 95) / np.percentile(sizes, 5) >= 4

@@ -1,4 +1,4 @@
-"""The embedded data set: a procedurally generated PASCAL VOC 2012 look-alike.
+"""The embedded data set: a procedurally generated PASCAL VOC 2012 look-alike on which DeepLab's ideas matter.
 
 Nothing can be downloaded in the lessons' default setting, so :func:`make_synthetic_voc` writes
 a data set in *exactly* the VOC 2012 layout, read by the same :class:`VOCSegmentation` as the
@@ -10,22 +10,29 @@ real thing::
         ImageSets/Segmentation/{train,val,trainval}.txt
         SYNTHETIC                               marker: how the set was generated (JSON)
 
-Each image holds 1-4 objects of VOC classes over a textured, nearly grey background, at
-varied scales and overlapping (later objects occlude earlier ones). Every class has its own
-look: a saturated colour (:data:`CLASS_COLOURS`, at least 105 levels apart in some channel)
-and one of five shapes, with a little texture and grain. The backgrounds are low in chroma, so
-an object differs from its surroundings in colour while a pixel's class still takes some
-context to be sure of: shading, grain and JPEG compression blur the shades together near edges.
-Object edges are colour edges, so the fully connected CRF can snap a coarse stride-8
-prediction to them; a void band (label 255) runs along every object contour, as in VOC. The
-set is deterministic for a seed: image ``i`` depends only on ``(seed, i)``.
+It is built so that the experiments of the DeepLab papers have something to measure:
 
-The masks use the VOC colour map like the real data; the *image* colours are the table's,
-chosen to be told apart by a small network trained for three minutes on a CPU.
+- **Colour carries no class.** Each image holds 1-4 objects over a textured, low-chroma
+  background. An object is a *body* of random shape, random saturated colour and random stripe
+  texture that says nothing about its class, plus a small *badge* on its outline: a disc with
+  a dark rim whose colour (:data:`BADGE_COLOURS`) names the class. The badge covers a few
+  percent of the object; a per-pixel colour classifier labels the bodies at chance.
+- **Context decides.** A body pixel's class is written in the badge, up to a whole object
+  (tens of pixels) away: a network needs a field of view that reaches it.
+- **Scale.** Object radii are log-uniform over a 5.6x range (:data:`OBJECT_RADIUS`).
+- **Image-level context.** Two classes, :data:`IMAGE_CUE_PAIR` (cat and dog), wear the same
+  badge; the background's tint (warm or cool, the whole image) tells them apart.
+- **Boundaries.** Bodies differ from the background in colour, so the fully connected CRF can
+  snap a coarse stride-8 prediction to their outlines; their striped interiors are not flat.
+
+A void band (label 255) runs along every object contour, as in VOC. The set is deterministic
+for a seed: image ``i`` depends only on ``(seed, i)``. The masks use the VOC colour map like the
+real data.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import os
 import shutil
@@ -38,12 +45,22 @@ from PIL import Image, ImageDraw, ImageFilter
 from .palette import VOC_CLASSES, VOC_PALETTE
 
 #: Bumped whenever the generator's output changes, so stale sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 4
 
 _SHAPES = ("ellipse", "rectangle", "triangle", "star", "blob")
 
-#: Object radius as a fraction of the image's short side (objects cover about 35% of the pixels).
-OBJECT_RADIUS = (0.16, 0.45)
+#: Object (body) radius as a fraction of the image's short side, drawn log-uniformly.
+OBJECT_RADIUS = (0.05, 0.28)
+
+#: Badge radius as a fraction of its body's radius, and its bounds in pixels (of a 192-px short side).
+BADGE_FRACTION = 0.5
+BADGE_PIXELS = (6.0, 16.0)
+
+#: The two classes that wear the same badge: the first in warm-tinted images, the second in cool ones.
+IMAGE_CUE_PAIR = (8, 12)   # cat, dog
+
+#: Background tint of a warm (+1) or cool (-1) image, RGB levels added to the grey.
+TINT = np.array([16.0, 3.0, -16.0], dtype=np.float32)
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
@@ -57,94 +74,176 @@ def _shape_polygon(rng: np.random.Generator, shape: str, cx: float, cy: float, r
     """Vertices of a polygonal shape of radius ``r`` around (cx, cy), randomly rotated."""
     angle0 = rng.uniform(0, 2 * np.pi)
     if shape == "triangle":
-        radii, n = np.full(3, r), 3
+        radii, n = np.full(3, r * 1.25), 3
     elif shape == "star":
         n = 2 * int(rng.integers(4, 7))
-        radii = np.where(np.arange(n) % 2 == 0, r, r * rng.uniform(0.4, 0.6))
+        radii = np.where(np.arange(n) % 2 == 0, r * 1.15, r * rng.uniform(0.55, 0.7))
     else:  # blob: an irregular polygon with many vertices
         n = 14
-        radii = r * (1 + 0.35 * _smooth_noise(rng, 1, n, 4)[0])
+        radii = r * (1 + 0.3 * _smooth_noise(rng, 1, n, 4)[0])
     angles = angle0 + np.arange(n) * 2 * np.pi / n
     return [(float(cx + rad * np.cos(a)), float(cy + rad * np.sin(a))) for rad, a in zip(radii, angles)]
 
 
-def _draw_object(rng, draw_img, draw_lbl, label: int, shape: str, height: int, width: int) -> None:
-    """Draw one object of class ``label`` into the image and the label map."""
-    short = min(height, width)
-    r = short * rng.uniform(*OBJECT_RADIUS)                   # varied scales
-    cx = rng.uniform(0.1, 0.9) * width
-    cy = rng.uniform(0.1, 0.9) * height
+def _draw_shape(rng, draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float) -> None:
     if shape in ("ellipse", "rectangle"):
-        aspect = rng.uniform(0.55, 1.8)
+        aspect = rng.uniform(0.7, 1.45)
         box = [cx - r * aspect, cy - r / aspect, cx + r * aspect, cy + r / aspect]
-        getattr(draw_img, shape)(box, fill=255)
-        getattr(draw_lbl, shape)(box, fill=label)
+        getattr(draw, shape)(box, fill=255)
     else:
-        poly = _shape_polygon(rng, shape, cx, cy, r)
-        draw_img.polygon(poly, fill=255)
-        draw_lbl.polygon(poly, fill=label)
+        draw.polygon(_shape_polygon(rng, shape, cx, cy, r), fill=255)
 
 
-def _class_colours() -> np.ndarray:
-    """RGB [21, 3] float: 20 colours of the lattice {30, 140, 245}^3, greys and the darkest left out.
+def _badge_colours() -> np.ndarray:
+    """RGB [21, 3] float: one badge colour per class from the lattice {30, 140, 245}^3 (greys left out).
 
-    Any two classes differ by at least 105 levels in one channel and every colour is saturated,
-    while the backgrounds stay near the grey diagonal.
+    Any two badges differ by at least 105 levels in one channel; the two classes of
+    :data:`IMAGE_CUE_PAIR` share a colour, so 19 of the 26 lattice colours are used.
     """
     levels = (30.0, 140.0, 245.0)
     lattice = [(r, g, b) for r in levels for g in levels for b in levels if not r == g == b]
-    lattice.sort(key=lambda rgb: (-sum(rgb), rgb))           # brightest first; drop the 4 darkest
+    lattice.sort(key=lambda rgb: (-sum(rgb), rgb))
     colours = np.zeros((len(VOC_CLASSES), 3), dtype=np.float32)
-    colours[1:] = np.asarray(lattice[:len(VOC_CLASSES) - 1], dtype=np.float32)
+    it = iter(lattice)
+    for c in range(1, len(VOC_CLASSES)):
+        colours[c] = colours[IMAGE_CUE_PAIR[0]] if c == IMAGE_CUE_PAIR[1] else next(it)
     return colours
 
 
-#: The colour every object of a class is drawn in (row = class index; row 0 unused).
-CLASS_COLOURS = _class_colours()
+#: The colour of each class's badge (row = class index; row 0 unused).
+BADGE_COLOURS = _badge_colours()
 
 
-def _object_colour(rng: np.random.Generator, label: int) -> np.ndarray:
-    """The class's colour, jittered per object."""
-    return np.clip(CLASS_COLOURS[label] + rng.normal(0, 6, size=3), 0, 255)
+def _body_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random saturated colour: any hue, saturation 0.45-0.9, value 0.45-0.95 (RGB levels)."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
+    return 255.0 * np.asarray(rgb, dtype=np.float32)
+
+
+def _stripes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A random stripe pattern in [-1, 1]: period 4-12 px, any orientation."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle, period = rng.uniform(0, np.pi), rng.uniform(4.0, 12.0)
+    phase = (xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period
+    return np.sin(phase + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+
+
+def _place(rng: np.random.Generator, placed: list, height: int, width: int, short: int) -> tuple | None:
+    """A centre and radius for a new body that keeps clear of the bodies already placed (None: no room)."""
+    lo, hi = np.log(OBJECT_RADIUS[0] * short), np.log(OBJECT_RADIUS[1] * short)
+    for _ in range(30):
+        r = float(np.exp(rng.uniform(lo, hi)))
+        cx, cy = rng.uniform(0.05, 0.95) * width, rng.uniform(0.05, 0.95) * height
+        if all(np.hypot(cx - x, cy - y) > 1.35 * (r + q) + 2 for x, y, q in placed):
+            return cx, cy, r
+    return None
+
+
+def _badge_centre(rng: np.random.Generator, inside: np.ndarray, cx: float, cy: float, rb: float) -> tuple:
+    """Where the badge goes: the body's outline in a random direction, inside the image if one of 8 tries lands there."""
+    height, width = inside.shape
+    ys, xs = np.nonzero(inside)
+    dist, direction = np.hypot(xs - cx, ys - cy), np.arctan2(ys - cy, xs - cx)
+    for _ in range(8):
+        angle = rng.uniform(0, 2 * np.pi)
+        along = np.cos(direction - angle) > 0.97
+        reach = dist[along].max() if along.any() else dist.max()
+        bx, by = cx + reach * np.cos(angle), cy + reach * np.sin(angle)
+        if rb / 2 <= bx <= width - 1 - rb / 2 and rb / 2 <= by <= height - 1 - rb / 2:
+            break
+    return float(bx), float(by)
 
 
 def synthesize_image(seed: int, index: int, size: tuple[int, int] = (192, 256),
                      classes: tuple[int, ...] = tuple(range(1, 21)), void_width: int = 1,
-                     max_objects: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                     max_objects: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """One (image, label) pair: uint8 RGB [H, W, 3] and uint8 labels [H, W] (255 = void band).
 
     ``void_width`` pixels on each side of every object contour are set to 255 (VOC's band is
     about 5 px wide in total on 500x375 images).
     """
+    image, labels, _ = synthesize_scene(seed, index, size, classes, void_width, max_objects)
+    return image, labels
+
+
+def synthesize_scene(seed: int, index: int, size: tuple[int, int] = (192, 256),
+                     classes: tuple[int, ...] = tuple(range(1, 21)), void_width: int = 1,
+                     max_objects: int = 6, relabel: dict[int, int] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """:func:`synthesize_image` plus what was drawn, and the same scene with other badges.
+
+    Returns ``(image, labels, objects)``; each object is a dict with ``label``, ``centre``
+    (x, y), ``radius``, ``badge`` (x, y) and ``badge_radius`` in pixels, in drawing order.
+    ``relabel`` maps an object's position in that list to another class: its badge is drawn in
+    that class's colour (and its pixels labelled so); everything else in the image is unchanged,
+    pixel for pixel. The effective-receptive-field experiment uses it to change one distant cue.
+    """
+    relabel = dict(relabel or {})
     height, width = size
+    short = min(height, width)
     rng = np.random.default_rng([seed, index])
 
-    # Background: a nearly grey tone of random brightness and tint, low-frequency shading, grain.
-    bg = rng.uniform(55, 200) + rng.uniform(-14, 14, size=3).astype(np.float32)
+    # Background: low-chroma grey of random brightness, the image's warm or cool tint, shading,
+    # a few grey strokes of clutter, grain.
+    warm = bool(rng.integers(0, 2))
+    bg = rng.uniform(70, 185) + (1.0 if warm else -1.0) * TINT + rng.uniform(-4, 4, size=3)
     shade = _smooth_noise(rng, height, width, int(rng.integers(3, 7)))[..., None]
-    image = bg + 35.0 * shade + rng.normal(0, 7, size=(height, width, 3))
+    image = bg + 30.0 * shade
+    clutter = Image.new("F", (width, height), 0.0)
+    draw = ImageDraw.Draw(clutter)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        angle, length = rng.uniform(0, np.pi), rng.uniform(0.1, 0.5) * short
+        draw.line([(x0, y0), (x0 + length * np.cos(angle), y0 + length * np.sin(angle))],
+                  fill=float(rng.uniform(-45, 45)), width=int(rng.integers(1, 4)))
+    image = image + np.asarray(clutter)[..., None] + rng.normal(0, 6, size=(height, width, 3))
     labels = np.zeros((height, width), dtype=np.uint8)
 
+    placed: list = []
+    objects: list[dict] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
+        spot = _place(rng, placed, height, width, short)
+        if spot is None:
+            break
+        cx, cy, r = spot
+        placed.append(spot)
         label = int(rng.choice(classes))
-        shape = _SHAPES[label % len(_SHAPES)]
-        obj = Image.new("L", (width, height), 0)
-        lbl = Image.fromarray(labels)
-        _draw_object(rng, ImageDraw.Draw(obj), ImageDraw.Draw(lbl), label, shape, height, width)
-        inside = np.asarray(obj) > 0
+        if label in IMAGE_CUE_PAIR:                      # same badge: the tint decides
+            label = IMAGE_CUE_PAIR[0] if warm else IMAGE_CUE_PAIR[1]
+        label = int(relabel.get(len(objects), label))
+        body = Image.new("L", (width, height), 0)
+        _draw_shape(rng, ImageDraw.Draw(body), _SHAPES[int(rng.integers(len(_SHAPES)))], cx, cy, r)
+        inside = np.asarray(body) > 0
         if not inside.any():
             continue
-        labels = np.asarray(lbl).copy()
-        texture = 10.0 * _smooth_noise(rng, height, width, int(rng.integers(6, 14)))[..., None]
-        colour = _object_colour(rng, label) + texture + rng.normal(0, 5, size=(height, width, 3))
+        if label < 1 or label >= len(VOC_CLASSES):
+            raise ValueError(f"relabel: class {label} is not a VOC object class (1..20)")
+        texture = 28.0 * _stripes(rng, height, width)[..., None] * rng.uniform(0.5, 1.0)
+        colour = _body_colour(rng) + texture + 12.0 * _smooth_noise(rng, height, width, 8)[..., None]
         image = np.where(inside[..., None], colour, image)
+
+        # The badge: a rimmed disc centred on the body's outline, in the class's colour.
+        rb = float(np.clip(BADGE_FRACTION * r, *(p * short / 192 for p in BADGE_PIXELS)))
+        bx, by = _badge_centre(rng, inside, cx, cy, rb)
+        rim = min(max(1.0, rb * 0.3), rb / 2)
+        outer = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(outer).ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=255)
+        inner = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(inner).ellipse([bx - rb + rim, by - rb + rim, bx + rb - rim, by + rb - rim], fill=255)
+        badge, core = np.asarray(outer) > 0, np.asarray(inner) > 0
+        badge_colour = np.clip(BADGE_COLOURS[label] + rng.normal(0, 6, size=3), 0, 255)
+        image = np.where(badge[..., None], rng.uniform(10, 40), image)
+        image = np.where(core[..., None], badge_colour + rng.normal(0, 4, size=(height, width, 3)), image)
+        labels = np.where(inside | badge, label, labels).astype(np.uint8)
+        objects.append({"label": label, "centre": (float(cx), float(cy)), "radius": float(r),
+                        "badge": (float(bx), float(by)), "badge_radius": rb})
 
     if void_width > 0:
         k = 2 * void_width + 1
         lbl_img = Image.fromarray(labels)
         edge = np.asarray(lbl_img.filter(ImageFilter.MaxFilter(k))) != np.asarray(lbl_img.filter(ImageFilter.MinFilter(k)))
         labels = np.where(edge, 255, labels).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+    return np.clip(image, 0, 255).astype(np.uint8), labels, objects
 
 
 def save_palette_png(labels: np.ndarray, path: Path | str) -> None:

@@ -38,8 +38,8 @@ from .resnet import (RESNET_UNITS, V3_BACKBONES, DeepLabV3, DeepLabV3Plus, DeepL
                      unit_dilations)
 from .separable import SeparableConv2d
 from .vgg import (FC6_VARIANTS, TORCHVISION_CONV_INDEX, TRUNK_MODES, V1_TRUNKS, VGG16_BLOCKS, DeepLabV1, DeepLabV2,
-                  check_vgg16_state_dict, decimation_indices, deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict,
-                  transplant_vgg16, vgg16_features)
+                  SmallFieldVGG, check_vgg16_state_dict, decimation_indices, deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict,
+                  small_field_vgg, transplant_vgg16, vgg16_features)
 from .xception import (XCEPTION65_BLOCKS, XCEPTION_OUTPUT_STRIDES, AlignedXception, XceptionBlock, block_plan,
                        xception_channels)
 
@@ -56,8 +56,8 @@ __all__ = [
     "deeplab_v3", "deeplab_v3plus", "imagenet_resnet_state_dict", "layer_plan", "transplant_resnet", "unit_dilations",
     "SeparableConv2d",
     "FC6_VARIANTS", "TORCHVISION_CONV_INDEX", "TRUNK_MODES", "V1_TRUNKS", "VGG16_BLOCKS", "DeepLabV1", "DeepLabV2",
-    "check_vgg16_state_dict", "decimation_indices", "deeplab_v1", "deeplab_v2", "imagenet_vgg16_state_dict",
-    "transplant_vgg16", "vgg16_features",
+    "SmallFieldVGG", "check_vgg16_state_dict", "decimation_indices", "deeplab_v1", "deeplab_v2",
+    "imagenet_vgg16_state_dict", "small_field_vgg", "transplant_vgg16", "vgg16_features",
     "XCEPTION65_BLOCKS", "XCEPTION_OUTPUT_STRIDES", "AlignedXception", "XceptionBlock", "block_plan",
     "xception_channels",
 ]

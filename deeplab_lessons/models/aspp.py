@@ -150,6 +150,8 @@ class ASPP(nn.Module):
             tiny batches.
         separable: atrous *separable* 3x3 branches (:class:`.separable.SeparableConv2d`), as in
             DeepLab v3+ (arXiv 1802.02611, Sec. 3.2).
+        image_pooling: keep the image-level branch (v3 Table 5's "Image Pooling" column; ``False``
+            leaves four branches).
 
     Returns (forward):
         features ``[N, out_channels, H, W]`` (not class logits; add a 1x1 classifier after it).
@@ -157,7 +159,7 @@ class ASPP(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 256, atrous_rates: Sequence[int] = (6, 12, 18),
                  dropout: float = 0.1, norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-                 separable: bool = False) -> None:
+                 separable: bool = False, image_pooling: bool = True) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
@@ -166,8 +168,9 @@ class ASPP(nn.Module):
         self.atrous_rates = _check_rates(atrous_rates)
         branches = [_conv_norm_relu(in_channels, out_channels, 1, 1, norm_layer)]
         branches += [_conv_norm_relu(in_channels, out_channels, 3, r, norm_layer, separable) for r in self.atrous_rates]
-        self.separable = separable
-        branches.append(ImagePooling(in_channels, out_channels, norm_layer))
+        self.separable, self.image_pooling = separable, bool(image_pooling)
+        if self.image_pooling:
+            branches.append(ImagePooling(in_channels, out_channels, norm_layer))
         self.branches = nn.ModuleList(branches)
         self.project = nn.Sequential(OrderedDict([
             ("conv", nn.Conv2d(len(branches) * out_channels, out_channels, 1, bias=False)),
@@ -189,7 +192,7 @@ class ASPP(nn.Module):
         self.atrous_rates = rates
 
     def branch_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The five branch outputs, each ``[N, out_channels, H, W]``, before concatenation."""
+        """The branch outputs (five, four without image pooling), each ``[N, out_channels, H, W]``, before concatenation."""
         return [branch(x) for branch in self.branches]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

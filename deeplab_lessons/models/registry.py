@@ -19,17 +19,24 @@ from .init import looks_linear_, zero_residual_
 from .msc import MSC, unwrap_msc
 from .norm import set_norm
 from .resnet import DilatedResNet, deeplab_v3, deeplab_v3plus
-from .vgg import deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict, transplant_vgg16
+from .vgg import deeplab_v1, deeplab_v2, small_field_vgg, imagenet_vgg16_state_dict, transplant_vgg16
 
 #: name -> (builder function in deeplab_lessons.models, fixed keyword arguments, one-line description)
 MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
     "largefov": ("deeplab_v1", {"fov": "largefov"}, "DeepLab v1 LargeFOV: VGG16 stride 8, fc6 3x3 rate 12, 1024 ch"),
     "deeplab-7x7": ("deeplab_v1", {"fov": "7x7"}, "DeepLab v1: fc6 7x7 rate 4, 4096 ch (the large original)"),
-    "deeplab-4x4": ("deeplab_v1", {"fov": "4x4"}, "DeepLab v1: fc6 4x4 rate 4 (the paper's plain DeepLab row; "
-                                                  "its DeepLab-CRF-4x4 row is rate 8: deeplab_v1(fc6_rate=8))"),
+    "deeplab-4x4": ("deeplab_v1", {"fov": "4x4"}, "DeepLab v1: fc6 4x4 rate 4 (the paper's plain DeepLab row)"),
+    "deeplab-4x4-r8": ("deeplab_v1", {"fov": "4x4", "fc6_rate": 8}, "DeepLab v1: fc6 4x4 rate 8 (Table 2's "
+                                                                    "DeepLab-CRF-4x4 row)"),
+    "small-field": ("small_field_vgg", {}, "control: VGG16 blocks 1-3 + pool3 + 1x1 classifier, field 51 px, stride 8"),
     "aspp-l": ("deeplab_v2", {"aspp": "L"}, "DeepLab v2 VGG16 + ASPP-L, rates {6, 12, 18, 24}"),
     "aspp-s": ("deeplab_v2", {"aspp": "S"}, "DeepLab v2 VGG16 + ASPP-S, rates {2, 4, 8, 12}"),
     "v3": ("deeplab_v3", {}, "DeepLab v3: dilated ResNet + ASPP with image pooling"),
+    "v3-no-image-pooling": ("deeplab_v3", {"image_pooling": False},
+                            "DeepLab v3 without the ASPP's image-level branch (v3 Table 5's ablation)"),
+    "v3-multigrid-111": ("deeplab_v3", {"multi_grid": (1, 1, 1), "image_pooling": False},
+                         "DeepLab v3, block4's unit rates all equal (multi-grid (1, 1, 1)), no image pooling "
+                         "(v3 Table 5's first row)"),
     "v3plus": ("deeplab_v3plus", {}, "DeepLab v3+: v3 encoder + stride-4 decoder"),
     "v3plus-xception": ("deeplab_v3plus", {"backbone": "xception65"},
                         "DeepLab v3+: aligned Xception-65, atrous separable ASPP and decoder"),
@@ -37,8 +44,8 @@ MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
 
 #: The paper family of each named model: which published recipe and label target it follows.
 MODEL_FAMILY: dict[str, str] = {
-    "largefov": "v1-largefov", "deeplab-7x7": "v1-deeplab", "deeplab-4x4": "v1-deeplab",
-    "aspp-l": "v2", "aspp-s": "v2", "v3": "v3", "v3plus": "v3plus", "v3plus-xception": "v3plus-xception",
+    "largefov": "v1-largefov", "deeplab-7x7": "v1-deeplab", "deeplab-4x4": "v1-deeplab", "deeplab-4x4-r8": "v1-deeplab",
+    "aspp-l": "v2", "aspp-s": "v2", "v3": "v3", "v3-no-image-pooling": "v3", "v3-multigrid-111": "v3", "v3plus": "v3plus", "v3plus-xception": "v3plus-xception",
 }
 
 #: Where the loss compares logits and labels, as published: v1/v2 subsample the labels by 8
@@ -49,6 +56,7 @@ LABEL_TARGETS = ("shrink", "upsample")
 #: The builder functions MODEL_SPECS names.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "deeplab_v1": deeplab_v1, "deeplab_v2": deeplab_v2, "deeplab_v3": deeplab_v3, "deeplab_v3plus": deeplab_v3plus,
+    "small_field_vgg": small_field_vgg,
 }
 
 #: Builders added at run time with :func:`register_model` (tests, experiments).
@@ -59,8 +67,8 @@ INITS = ("auto", "he", "looks-linear", "zero-residual")
 
 #: Models ``init="auto"`` starts looks-linear (the plain VGG chains with odd kernels) or with
 #: zero-initialised residual branches (the ResNets).
-_LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s")
-_ZERO_RESIDUAL_MODELS = ("v3", "v3plus")
+_LOOKS_LINEAR_MODELS = ("largefov", "deeplab-7x7", "aspp-l", "aspp-s", "small-field")
+_ZERO_RESIDUAL_MODELS = ("v3", "v3-no-image-pooling", "v3-multigrid-111", "v3plus")
 
 
 def published_label_target(name: str) -> str:

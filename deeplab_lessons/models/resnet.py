@@ -321,7 +321,7 @@ def imagenet_resnet_state_dict(backbone: str = "resnet50") -> dict[str, torch.Te
 
 def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None, width: float,
              pretrained_backbone: bool, aspp_dropout: float,
-             separable: bool) -> tuple[nn.Module, ASPP, int]:
+             separable: bool, image_pooling: bool = True) -> tuple[nn.Module, ASPP, int]:
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16 (DeepLab v3 Sec. 3.2), got {output_stride!r}")
     if backbone not in V3_BACKBONES:
@@ -342,14 +342,14 @@ def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None
             transplant_resnet(trunk, imagenet_resnet_state_dict(backbone))
     aspp_channels = scaled_channels(256, width)
     aspp = ASPP(trunk.out_channels, out_channels=aspp_channels, atrous_rates=aspp_rates(output_stride),
-                dropout=aspp_dropout, separable=separable)
+                dropout=aspp_dropout, separable=separable, image_pooling=image_pooling)
     return trunk, aspp, aspp_channels
 
 
 def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride: int = 16,
                multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
                pretrained_backbone: bool = False, aspp_dropout: float = 0.1,
-               separable: bool = False) -> DeepLabV3:
+               separable: bool = False, image_pooling: bool = True) -> DeepLabV3:
     """DeepLab v3 (arXiv 1706.05587): dilated ResNet + multi-grid + ASPP with image pooling.
 
     Args:
@@ -364,13 +364,14 @@ def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride:
             default) never touches the network: random initialisation.
         aspp_dropout: dropout after the ASPP projection.
         separable: atrous separable 3x3 convs in the ASPP (v3+'s; v3 itself used regular ones).
+        image_pooling: the ASPP's image-level branch (Sec. 3.3; Table 5 ablates it).
 
     Returns:
         a :class:`DeepLabV3` whose ``forward`` gives logits at ``output_stride``.
     """
     check_num_classes(num_classes)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
-                                          aspp_dropout, separable)
+                                          aspp_dropout, separable, image_pooling)
     return DeepLabV3(trunk, aspp, aspp_channels, num_classes)
 
 

@@ -200,6 +200,41 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
     return DeepLabV1(num_classes, fov, width, fc6_rate, trunk)
 
 
+class SmallFieldVGG(nn.Sequential):
+    """A control with a small field of view: VGG16 blocks 1-3 (3x3 pools, stride 8) and a 1x1 classifier.
+
+    It sees 51 x 51 input pixels per output (the closed form of :mod:`deeplab_lessons.receptive_field`),
+    against 435 for LargeFOV: it separates objects from background as well as any network of
+    its depth, but cannot read a cue more than about 25 px away. Not a model of the papers; the
+    field-of-view experiments train it beside v1's variants.
+    """
+
+    output_stride = 8
+
+    def __init__(self, num_classes: int, width: float) -> None:
+        trunk = vgg16_features(width, "largefov")
+        keep = list(trunk.named_children())[: [n for n, _ in trunk.named_children()].index("pool3") + 1]
+        super().__init__(OrderedDict(keep + [("fc8", nn.Conv2d(scaled_channels(256, width), num_classes, 1))]))
+        init_weights(self, [self.fc8])
+
+    def classifier_parameters(self) -> Iterator[nn.Parameter]:
+        """``fc8``'s weight and bias (the classifier, 10x learning rate)."""
+        yield from self.fc8.parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter except ``fc8``'s."""
+        yield from split_parameters(self, list(self.classifier_parameters()), False)
+
+
+def small_field_vgg(num_classes: int = 21, width: float = 1.0) -> SmallFieldVGG:
+    """The small-field control (:class:`SmallFieldVGG`): conv1_1 ... pool3 of VGG16, then a 1x1 classifier.
+
+    Output stride 8 (``ceil(H / 8)``), field of view 51 px; same ``width`` convention as v1.
+    """
+    check_num_classes(num_classes)
+    return SmallFieldVGG(num_classes, check_width(width))
+
+
 class DeepLabV2(nn.Module):
     """DeepLab v2 on VGG16: ``features`` (the v1 trunk) then ``aspp`` (:class:`ASPPv2Head`)."""
 

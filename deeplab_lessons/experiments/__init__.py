@@ -1,0 +1,33 @@
+"""The DeepLab papers' experiments, measured on the embedded set with several seeds.
+
+``python -m deeplab_lessons.experiments NAME [NAME ...]`` runs experiments (``list`` names them,
+``all`` runs every one), each (arm, seed) recorded in ``results/NAME.json`` as it finishes;
+a rerun skips what is recorded. The lessons plot those files beside the papers' numbers.
+
+Where each part lives: :mod:`.suite` (what each experiment trains and measures, the budget),
+:mod:`.measures` (scores beyond mIoU: object sizes, the image-level pair, the CRF by trimap band,
+cue flips), :mod:`.runner` (train once, measure, record atomically), :mod:`.results` (mean and
+spread, the paper's number, whether a difference is resolved), :mod:`.properties` (the
+embedded set's P1-P6 table), :mod:`.cli`.
+"""
+
+from .cli import main
+from .measures import (CRF_BANDS, FLIP_BINS, crf_measures, crf_search, cue_flips, object_regions,
+                       segmentation_measures)
+from .properties import colour_only_miou, data_properties, properties_markdown, size_span, write_table
+from .results import arm_values, arms, compare, format_table, mean_std, metric_value, paper_value, summary, verdict
+from .runner import (CRF_SEARCH_IMAGES, RESULTS_DIR, RUNS_DIR, command, cue_scenes, data_marker, load_results,
+                     measure, run_config, run_experiment, run_key, trained_model)
+from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_TRAINING, SUITE_TRAINING, Arm,
+                    Experiment)
+
+__all__ = [
+    "main",
+    "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "object_regions", "segmentation_measures",
+    "colour_only_miou", "data_properties", "properties_markdown", "size_span", "write_table",
+    "arm_values", "arms", "compare", "format_table", "mean_std", "metric_value", "paper_value", "summary", "verdict",
+    "CRF_SEARCH_IMAGES", "RESULTS_DIR", "RUNS_DIR", "command", "cue_scenes", "data_marker", "load_results", "measure",
+    "run_config", "run_experiment", "run_key", "trained_model",
+    "DEFAULT_SEEDS", "EXPERIMENTS", "LEARNABILITY_ITERATIONS", "SMOKE_TRAINING", "SUITE_TRAINING", "Arm",
+    "Experiment",
+]

@@ -1,0 +1,322 @@
+"""Running an experiment: every (arm, seed) trained once, measured, and recorded as it finishes.
+
+The results file ``results/<name>.json`` is rewritten atomically after each run, so a killed
+suite loses one training, and a rerun skips every (arm, seed) already recorded with the same
+configuration. Trained weights are kept in ``runs/experiments/<key>/model.pt`` (not committed):
+an arm shared by two experiments (LargeFOV appears in four) is trained once. ``key`` is a hash
+of everything that defines the training and of the data set's generator marker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deeplab_lessons import config
+from deeplab_lessons.crf import CRFParams, CRFSample
+from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR, synthesize_scene
+from deeplab_lessons.data.voc import VOCSegmentation
+from deeplab_lessons.inference import forward_logits, predict
+from deeplab_lessons.models.common import normalize, upsample_logits
+from deeplab_lessons.models.msc import unwrap_msc
+from deeplab_lessons.train import RUN_FIELDS, TrainConfig, load_model, train
+
+from .measures import crf_measures, crf_search, cue_flips, segmentation_measures
+from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
+
+#: Where results files are committed, and where trained weights are cached (ignored by git).
+RESULTS_DIR = config.REPO_ROOT / "results"
+RUNS_DIR = config.REPO_ROOT / "runs" / "experiments"
+
+#: Validation images used for v1's CRF parameter search; the CRF is scored on the others.
+CRF_SEARCH_IMAGES = 30
+
+#: Smallest object (radius, px) whose badge the cue experiment changes.
+CUE_MIN_RADIUS = 20.0
+
+#: Results file format (bumped if the layout changes).
+RESULTS_FORMAT = 1
+
+
+def command(name: str, seeds: Sequence[int] = DEFAULT_SEEDS) -> str:
+    """The command line that reproduces ``results/<name>.json``."""
+    extra = "" if tuple(seeds) == DEFAULT_SEEDS else " --seeds " + " ".join(map(str, seeds))
+    return f"OMP_NUM_THREADS=1 python -m deeplab_lessons.experiments {name}{extra}"
+
+
+def data_marker(voc: Path) -> dict:
+    """The embedded set's generator marker (``SYNTHETIC``), or ``{"real_voc": path}`` for PASCAL VOC."""
+    marker = Path(voc) / "SYNTHETIC"
+    return json.loads(marker.read_text()) if marker.exists() else {"real_voc": str(voc)}
+
+
+def run_config(exp: Experiment, arm: Arm, seed: int, voc: Path | None, smoke: bool = False) -> TrainConfig:
+    """The :class:`TrainConfig` of one (arm, seed) of ``exp`` on the data set at ``voc`` (None: the default one)."""
+    budget = dict(SMOKE_TRAINING) if smoke else dict(exp.budget)
+    train_opts = dict(arm.train)
+    if smoke and train_opts.get("lr_policy") == "step":
+        train_opts["lr_step"] = 1
+    return TrainConfig(**budget, **train_opts, seed=seed, data=None if voc is None else str(voc), progress=False,
+                       num_workers=0)
+
+
+def run_key(cfg: TrainConfig, marker: dict) -> str:
+    """A short hash of what defines a training: :data:`RUN_FIELDS` and the data set's marker."""
+    values = {k: v for k, v in cfg.as_dict().items() if k in RUN_FIELDS}
+    blob = json.dumps({"run": values, "data": marker}, sort_keys=True, default=list)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and one rename (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=1)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def trained_model(cfg: TrainConfig, folder: Path, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict]:
+    """The model ``cfg`` trains: loaded from ``folder/model.pt`` when a finished run is there, else trained into it.
+
+    Returns ``(model in eval mode, info)`` with the run's ``train_seconds``, ``images_per_second``,
+    ``finished`` time and the machine's load average when it finished.
+    """
+    info_path = folder / "info.json"
+    lock = folder / ".training"
+    while not info_path.exists() and _held(lock):
+        time.sleep(10)                         # another process is training this run: wait for it
+    if (folder / "model.pt").exists() and info_path.exists():
+        return load_model(folder / "model.pt", device="cpu").eval(), json.loads(info_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    log(f"  training {cfg.model} seed {cfg.seed} ({cfg.iterations} iterations) -> {folder}")
+    result = train(TrainConfig.from_dict({**cfg.as_dict(), "out": str(folder), "resume": False, "eval_every": 0}))
+    info = {"train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second, 1),
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_average": [round(x, 2) for x in os.getloadavg()], "threads": torch.get_num_threads(),
+            "machine": platform.machine()}
+    write_json_atomic(info_path, info)
+    lock.unlink(missing_ok=True)
+    return result.model.eval(), info
+
+
+def _held(lock: Path) -> bool:
+    """True while ``lock`` names a live process other than this one (a crashed run leaves a stale lock)."""
+    try:
+        pid = int(lock.read_text())
+    except (OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _val_pairs(voc: Path, limit: int | None) -> tuple[VOCSegmentation, list[int]]:
+    ds = VOCSegmentation(voc, "val")
+    return ds, list(range(len(ds) if limit is None else min(limit, len(ds))))
+
+
+def _at_output_stride(model: torch.nn.Module, stride: int | None):
+    inner = unwrap_msc(model)
+    if stride is None:
+        return None
+    if not hasattr(inner, "set_output_stride"):
+        raise ValueError(f"eval_output_stride={stride}: this model cannot change its output stride")
+    previous = inner.backbone.output_stride
+    inner.set_output_stride(stride)
+    return previous
+
+
+def measure_segmentation(model, voc: Path, arm: Arm, limit: int | None = None) -> dict:
+    """:func:`.measures.segmentation_measures` of ``model`` on the validation split (whole images)."""
+    ds, indices = _val_pairs(voc, limit)
+    previous = _at_output_stride(model, arm.evaluate.get("eval_output_stride"))
+    try:
+        preds, targets = [], []
+        for i in indices:
+            image, target = ds[i]
+            preds.append(predict(model, image[None])[0].numpy())
+            targets.append(target.numpy())
+    finally:
+        if previous is not None:
+            unwrap_msc(model).set_output_stride(previous)
+    return segmentation_measures(preds, targets)
+
+
+@torch.no_grad()
+def measure_crf(model, voc: Path, limit: int | None = None, search_images: int = CRF_SEARCH_IMAGES) -> dict:
+    """The CRF's gain with DeepLab's released parameters and with v1's search on held-out images.
+
+    The first ``search_images`` validation images are the search set; the CRF is scored on the
+    rest (v1 searched on 100 of the val images it reported on; holding them out is stricter).
+    """
+    ds, indices = _val_pairs(voc, limit)
+    model.eval()
+    images, logits, targets = [], [], []
+    for i in indices:
+        image, target = ds[i]
+        images.append(image.permute(1, 2, 0).contiguous())
+        logits.append(forward_logits(model, normalize(image[None]))[0].float())
+        targets.append(target.numpy())
+    split = min(search_images, max(1, len(indices) // 2))
+    report = (images[split:], logits[split:], targets[split:])
+    released = crf_measures(*report, params=CRFParams())
+    search_set = [CRFSample(images[k], torch.softmax(upsample_logits(logits[k][None], targets[k].shape, 8)[0], 0),
+                            torch.as_tensor(targets[k])) for k in range(split)]
+    grid = None if limit is None else {"bi_w": [5.0], "bi_xy_std": [50.0, 100.0], "bi_rgb_std": [3.0]}
+    search = crf_search(search_set, grid=grid)
+    searched = crf_measures(*report, params=CRFParams().replace(**search["best"]))
+    return {"released_params": released, "search": search, "searched_params": searched,
+            "search_images": split, "report_images": len(indices) - split}
+
+
+def cue_scenes(voc: Path, limit: int | None = None, min_radius: float = CUE_MIN_RADIUS) -> list[tuple]:
+    """For each validation scene of the embedded set: the scene and its copy with one object's
+    badge changed (every object of radius >= ``min_radius``; JPEG-compressed like the set)."""
+    marker = data_marker(voc)
+    if "generator_version" not in marker:
+        raise ValueError(f"{voc}: the cue experiment redraws scenes of the embedded set; it cannot run on real VOC")
+    ds, indices = _val_pairs(voc, limit)
+    size = tuple(marker["size"])
+    scenes = []
+    for i in indices:
+        index = int(ds.ids[i].rsplit("_", 1)[-1])
+        image, _, objects = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]), marker["void_width"])
+        for k, obj in enumerate(objects):
+            if obj["radius"] < min(min_radius, 0.1 * min(size)):
+                continue
+            new = _other_class(obj["label"])
+            changed, _, _ = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]),
+                                             marker["void_width"], relabel={k: new})
+            scenes.append((_jpeg(image), _jpeg(changed), objects, k, new))
+    return scenes
+
+
+def _other_class(label: int) -> int:
+    """A class with another badge colour than ``label``'s (the next one, skipping the shared-badge pair)."""
+    new = label % 20 + 1
+    while new in IMAGE_CUE_PAIR or new == label:
+        new = new % 20 + 1
+    return new
+
+
+def _jpeg(image: np.ndarray, quality: int = 92) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def measure(exp: Experiment, arm: Arm, model, voc: Path, smoke: bool = False) -> dict:
+    """What ``exp`` measures on one trained ``model`` (see :mod:`.suite`)."""
+    limit = 4 if smoke else None
+    if exp.kind == "crf":
+        return measure_crf(model, voc, limit)
+    if exp.kind == "cue":
+        return cue_flips(model, cue_scenes(voc, limit))
+    return measure_segmentation(model, voc, arm, limit)
+
+
+def load_results(path: Path | str) -> dict:
+    """A results file as written by :func:`run_experiment` (a clear error if it is not one)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no results recorded; run `{command(path.stem)}`") from None
+    except ValueError as err:
+        raise ValueError(f"{path} is not a results file (invalid JSON: {err}); delete it and rerun "
+                         f"`{command(path.stem)}`") from None
+    if payload.get("format") != RESULTS_FORMAT or "records" not in payload:
+        raise ValueError(f"{path} is not a results file of format {RESULTS_FORMAT}; rerun `{command(path.stem)}`")
+    return payload
+
+
+def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool = False, data: str | Path | None = None,
+                   results_dir: Path | str | None = None, runs_dir: Path | str | None = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Run every (arm, seed) of experiment ``name`` not yet recorded; return the results.
+
+    Args:
+        name: a key of :data:`.suite.EXPERIMENTS`.
+        seeds: the seeds of every arm.
+        smoke: the tiny budget of :data:`.suite.SMOKE_TRAINING` and 4 validation images (tests).
+        data: the VOC2012 folder (default: ``config.voc_root()``, the embedded set here).
+        results_dir, runs_dir: where results files and trained weights go.
+
+    The results file is rewritten after every run; records of the same (arm, seed) with another
+    configuration (budget or data changed) are replaced, not mixed in.
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    exp = EXPERIMENTS[name]
+    voc = Path(data) if data is not None else config.voc_root()
+    marker = data_marker(voc)
+    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    runs_dir = Path(runs_dir) if runs_dir is not None else RUNS_DIR
+    path = results_dir / f"{name}.json"
+    results = load_results(path) if path.exists() else None
+    budget = dict(SMOKE_TRAINING) if smoke else dict(exp.budget)
+    if results is None or results.get("budget") != budget or results.get("data") != marker:
+        results = {"format": RESULTS_FORMAT, "experiment": name, "title": exp.title, "source": exp.source,
+                   "question": exp.question, "command": command(name, seeds), "budget": budget, "data": marker,
+                   "records": []}
+    for arm in exp.arms:
+        for seed in seeds:
+            cfg = run_config(exp, arm, seed, None if data is None else voc, smoke)
+            key = run_key(cfg, marker)
+            results["records"] = _recorded(path, results)
+            done = [r for r in results["records"] if r["arm"] == arm.label and r["seed"] == seed]
+            if done and done[0]["key"] == key:
+                continue
+            log(f"{name}: {arm.label}, seed {seed}")
+            model, info = trained_model(cfg, runs_dir / key, log)
+            start = time.perf_counter()
+            measures = measure(exp, arm, model, voc, smoke)
+            record = {"arm": arm.label, "seed": seed, "key": key, "train": arm.train, "evaluate": arm.evaluate,
+                      "paper": arm.paper, "measures": measures, "measure_seconds": round(time.perf_counter() - start, 1),
+                      **info}
+            others = [r for r in _recorded(path, results) if not (r["arm"] == arm.label and r["seed"] == seed)]
+            results["records"] = others + [record]
+            write_json_atomic(path, results)
+    return results
+
+
+def _recorded(path: Path, results: dict) -> list[dict]:
+    """The records of ``results`` merged with those another process wrote to ``path`` meanwhile
+    (same budget and data only); a record on disk wins over none in memory."""
+    try:
+        on_disk = load_results(path)
+    except (FileNotFoundError, ValueError):
+        return list(results["records"])
+    if on_disk.get("budget") != results["budget"] or on_disk.get("data") != results["data"]:
+        return list(results["records"])
+    merged = {(r["arm"], r["seed"]): r for r in results["records"]}
+    merged.update({(r["arm"], r["seed"]): r for r in on_disk["records"]})
+    return list(merged.values())

@@ -1,0 +1,110 @@
+"""The experiments of the DeepLab papers, as run on the embedded set: what each trains and measures.
+
+An :class:`Experiment` is a list of :class:`Arm` s (one configuration each: ``TrainConfig``
+overrides on top of :data:`SUITE_TRAINING`, evaluation options, the paper's number for that row)
+run with several seeds. Arms of different experiments with the same configuration are the same
+training: the runner trains it once and measures it for each.
+
+``kind`` says what is measured per (arm, seed): ``"train"`` (the validation scores of
+:func:`.measures.segmentation_measures`), ``"crf"`` (the CRF's gain by trimap band, and v1's
+parameter search on held-out images), ``"cue"`` (which predictions flip when one object's
+distant badge is changed: the effective receptive field on data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The training budget of every run of the suite on a 2-core CPU: the lesson's network (width
+#: 0.25, BatchNorm, AdamW, from scratch) at the lesson's crop and batch, for fewer iterations
+#: than the learnability run (:data:`LEARNABILITY_ITERATIONS`) so the suite fits in about two hours.
+SUITE_TRAINING: dict = {"width": 0.25, "crop_size": 128, "batch_size": 8, "iterations": 500}
+
+#: Iterations of the learnability run (the data set's property P6: LargeFOV from scratch).
+LEARNABILITY_ITERATIONS = 2000
+
+#: The smoke version (``--smoke``, ``make test``): the same code paths in seconds.
+SMOKE_TRAINING: dict = {"width": 0.125, "crop_size": 64, "batch_size": 2, "iterations": 2}
+
+#: Seeds of a full run (the issue's "at least 3").
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of an experiment: ``train`` (TrainConfig overrides), ``evaluate`` (evaluation
+    options: ``eval_output_stride``), ``paper`` (key of :data:`deeplab_lessons.papers.PAPER_FIGURES`
+    holding the published number for this row, or None)."""
+
+    label: str
+    train: dict
+    evaluate: dict = field(default_factory=dict)
+    paper: str | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: its arms, what it measures, and where the paper reports it."""
+
+    name: str
+    title: str
+    source: str
+    arms: tuple[Arm, ...]
+    kind: str = "train"
+    budget: dict = field(default_factory=lambda: dict(SUITE_TRAINING))
+    question: str = ""
+
+
+LARGEFOV = Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"}, paper="v2.table1.largefov")
+SMALL_FIELD = Arm("small field (51 px)", {"model": "small-field", "label_target": "shrink"})
+V3_BASE = {"model": "v3"}
+
+_learn_budget = {**SUITE_TRAINING, "iterations": LEARNABILITY_ITERATIONS}
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment(
+        "learnability", "LargeFOV from scratch at the CPU lesson's size", "data set property P6",
+        (Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"}), SMALL_FIELD), budget=_learn_budget,
+        question="Does the default CPU network learn the set from random weights within 2,000 iterations, "
+                 "and how far below it does a network with a 51-px field stay?"),
+    Experiment(
+        "fov", "Field of view of fc6", "v1 Table 2 / v2 Table 1",
+        (SMALL_FIELD,
+         Arm("4x4, rate 4", {"model": "deeplab-4x4"}, paper="v2.table1.4x4_r4"),
+         Arm("4x4, rate 8", {"model": "deeplab-4x4-r8"}, paper="v2.table1.4x4_r8"),
+         Arm("7x7, rate 4", {"model": "deeplab-7x7"}, paper="v2.table1.7x7_r4"),
+         LARGEFOV),
+        question="Does a larger field of view (same depth) label objects better?"),
+    Experiment(
+        "lr-policy", "Step vs poly learning rate", "v2 Table 2",
+        (Arm("step (x0.1 every third)", {"model": "largefov", "lr_policy": "step",
+                                          "lr_step": SUITE_TRAINING["iterations"] // 3}, paper="v2.table2.step"),
+         Arm("poly (power 0.9)", {"model": "largefov"}, paper="v2.table2.poly")),
+        question="Same batch, same iterations: does poly beat step?"),
+    Experiment(
+        "aspp", "LargeFOV vs ASPP-S vs ASPP-L", "v2 Table 3",
+        (Arm("LargeFOV", {"model": "largefov"}, paper="v2.val.largefov"),
+         Arm("ASPP-S {2,4,8,12}", {"model": "aspp-s"}, paper="v2.val.aspp_s"),
+         Arm("ASPP-L {6,12,18,24}", {"model": "aspp-l"}, paper="v2.val.aspp_l")),
+        question="Do parallel atrous branches help, and at which object sizes?"),
+    Experiment(
+        "v3-aspp", "Multi-grid and image pooling", "v3 Table 5",
+        (Arm("MG (1,1,1), no image pooling", {"model": "v3-multigrid-111"}, paper="v3.table5.mg111"),
+         Arm("MG (1,2,4), no image pooling", {"model": "v3-no-image-pooling"}, paper="v3.table5.mg124"),
+         Arm("MG (1,2,4) + image pooling", V3_BASE, paper="v3.val.os16")),
+        question="Does image pooling tell apart the two classes only the image's tint separates?"),
+    Experiment(
+        "v3-output-stride", "Output stride in training and evaluation", "v3 Table 6 (and Table 1)",
+        (Arm("train 16, evaluate 16", V3_BASE, paper="v3.val.os16"),
+         Arm("train 16, evaluate 8", V3_BASE, {"eval_output_stride": 8}, paper="v3.table6.os8"),
+         Arm("train 8, evaluate 8", {**V3_BASE, "output_stride": 8})),
+        question="Is a denser evaluation (or training) worth its cost?"),
+    Experiment(
+        "crf", "Dense CRF gain by trimap band; v1's parameter search", "v1 Sec. 5, Fig. 5; v2 Table 3",
+        (Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"}),), kind="crf", budget=_learn_budget,
+        question="Where does the CRF gain: near boundaries or everywhere?"),
+    Experiment(
+        "cue", "Effective receptive field on data: flip one distant cue", "Luo et al. 2016 (gradients)",
+        (SMALL_FIELD, Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"})), kind="cue", budget=_learn_budget,
+        question="How far from the badge does changing it still change the prediction?"),
+)}

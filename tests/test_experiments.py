@@ -1,0 +1,183 @@
+"""The experiment suite: measures against hand computations, the runner's bookkeeping (record as
+it goes, skip what is recorded, replace what is stale), the results arithmetic and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from deeplab_lessons import experiments as ex
+from deeplab_lessons.data import make_synthetic_voc
+from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR
+
+
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory):
+    return make_synthetic_voc(tmp_path_factory.mktemp("exp"), n_train=4, n_val=4, size=(64, 80), seed=5)
+
+
+def test_segmentation_measures_by_hand():
+    a, b = IMAGE_CUE_PAIR
+    target = np.zeros((6, 8), dtype=np.uint8)
+    target[0:2, 0:2] = a          # 4 px object of class a
+    target[3:6, 3:6] = 5          # 9 px object
+    target[0:4, 6:8] = b          # 8 px object of class b
+    target[5, 0] = 255
+    pred = target.copy().astype(np.int64)
+    pred[0, 0] = b                # one a-pixel swapped within the pair
+    pred[3, 3] = 0                # one object pixel missed
+    pred[5, 0] = 7                # void: not scored
+    m = ex.segmentation_measures([pred], [target])
+    # pair: a has 3 right + 1 swapped, b has 8 right -> 11 / 12
+    assert m["pair_accuracy"] == pytest.approx(11 / 12)
+    # foreground: 21 object px, 20 predicted as some object -> IoU 20 / 21
+    assert m["foreground_iou"] == pytest.approx(20 / 21)
+    terciles = m["size_terciles"]
+    assert sum(terciles["objects"]) == 3
+    # smallest object (class a, 4 px) has accuracy 3/4, the 9 px one 8/9, the 8 px one 1
+    assert sorted(x for x in terciles["accuracy"] if x is not None) == pytest.approx(sorted([3 / 4, 8 / 9, 1.0]))
+    assert m["iou"][5] == pytest.approx(8 / 9)
+
+
+def test_object_regions_split_connected_parts():
+    target = np.zeros((5, 5), dtype=np.uint8)
+    target[0, 0] = target[4, 4] = 3
+    target[2, 2] = 255
+    regions = ex.object_regions(target)
+    assert [c for c, _ in regions] == [3, 3] and all(m.sum() == 1 for _, m in regions)
+
+
+def test_crf_measures_bands_sum_and_zero_gain_without_pairwise():
+    from deeplab_lessons.crf import CRFParams
+    from deeplab_lessons.data import synthesize_image
+
+    image, target = synthesize_image(1, 0, size=(48, 64))
+    logits = torch.randn(21, 6, 8)
+    out = ex.crf_measures([image], [logits], [target], params=CRFParams(pos_w=0.0, bi_w=0.0, iterations=3))
+    assert out["gain"] == pytest.approx(0.0, abs=1e-9)            # no pairwise terms: the CRF is the softmax
+    assert all(v["gain"] == pytest.approx(0.0, abs=1e-9) for v in out["bands"].values() if v["pixels"])
+    assert all(v["gain"] is None for v in out["bands"].values() if not v["pixels"])
+    scored = int((target != 255).sum())
+    widest = str(max(ex.CRF_BANDS))
+    assert out["bands"][widest]["pixels"] + out["bands"]["beyond"]["pixels"] == scored
+
+
+def test_compare_is_resolved_only_beyond_the_spread():
+    def rec(arm, seed, v):
+        return {"arm": arm, "seed": seed, "measures": {"mean_iou": v}, "paper": None}
+    results = {"records": [rec("a", s, v) for s, v in enumerate([0.50, 0.52, 0.54])]
+               + [rec("b", s, v) for s, v in enumerate([0.60, 0.61, 0.62])]
+               + [rec("c", s, v) for s, v in enumerate([0.53, 0.56, 0.59])]}
+    ab = ex.compare(results, "a", "b")
+    assert ab["difference"] == pytest.approx(9.0) and ab["spread"] == pytest.approx(3.0) and ab["resolved"]
+    ac = ex.compare(results, "a", "c")
+    assert ac["difference"] == pytest.approx(4.0) and ac["spread"] == pytest.approx(5.0) and not ac["resolved"]
+    assert "not resolved at this budget" in ex.verdict(ac) and "— resolved" in ex.verdict(ab)
+    rows = ex.summary(results)
+    assert [r["arm"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["mean"] == pytest.approx(52.0) and rows[0]["std"] == pytest.approx(2.0)
+
+
+def test_paper_values_come_from_the_table():
+    assert ex.paper_value("v2.table1.largefov") == pytest.approx(62.25)      # before CRF of "62.25 -> 67.64"
+    assert ex.paper_value("v3.table5.mg111") == pytest.approx(75.36)
+    for exp in ex.EXPERIMENTS.values():
+        for arm in exp.arms:
+            if arm.paper is not None:
+                ex.paper_value(arm.paper)                                    # every key exists
+
+
+def test_runner_records_skips_and_replaces(tiny_voc, tmp_path, monkeypatch):
+    kw = dict(seeds=(0, 1), smoke=True, data=tiny_voc, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+              log=lambda s: None)
+    results = ex.run_experiment("lr-policy", **kw)
+    assert sorted((r["arm"], r["seed"]) for r in results["records"]) == sorted(
+        (a.label, s) for a in ex.EXPERIMENTS["lr-policy"].arms for s in (0, 1))
+    on_disk = ex.load_results(tmp_path / "results" / "lr-policy.json")
+    assert on_disk["records"] == results["records"] and "python -m deeplab_lessons.experiments lr-policy" in on_disk["command"]
+
+    # a rerun trains and measures nothing
+    def fail(*a, **k):
+        raise AssertionError("recorded run was redone")
+    monkeypatch.setattr(ex.runner, "measure", fail)
+    again = ex.run_experiment("lr-policy", **kw)
+    assert again["records"] == results["records"]
+    monkeypatch.undo()
+
+    # a killed suite: one record missing -> only that one runs, from the cached weights
+    on_disk["records"] = on_disk["records"][1:]
+    (tmp_path / "results" / "lr-policy.json").write_text(json.dumps(on_disk))
+    calls = []
+    real_train = ex.runner.train
+    monkeypatch.setattr(ex.runner, "train", lambda cfg: calls.append(cfg) or real_train(cfg))
+    healed = ex.run_experiment("lr-policy", **kw)
+    assert len(healed["records"]) == 4 and calls == []                      # weights were cached
+
+
+def test_shared_arms_train_once(tiny_voc, tmp_path, monkeypatch):
+    calls = []
+    real_train = ex.runner.train
+    monkeypatch.setattr(ex.runner, "train", lambda cfg: calls.append(cfg.model) or real_train(cfg))
+    kw = dict(seeds=(0,), smoke=True, data=tiny_voc, results_dir=tmp_path, runs_dir=tmp_path / "runs", log=lambda s: None)
+    ex.run_experiment("lr-policy", **kw)
+    ex.run_experiment("aspp", **kw)                     # its LargeFOV arm is lr-policy's poly arm
+    assert calls.count("largefov") == 2                 # step and poly; not again for aspp
+
+
+def test_cue_and_crf_experiments_run(tiny_voc, tmp_path):
+    kw = dict(seeds=(0,), smoke=True, data=tiny_voc, results_dir=tmp_path, runs_dir=tmp_path / "runs", log=lambda s: None)
+    cue = ex.run_experiment("cue", **kw)["records"][0]["measures"]
+    assert len(cue["flipped"]) == len(cue["bins"]) - 1 == len(cue["pixels"])
+    assert all(f is None or 0.0 <= f <= 1.0 for f in cue["flipped"])
+    crf = ex.run_experiment("crf", **kw)["records"][0]["measures"]
+    assert crf["search_images"] + crf["report_images"] == 4
+    assert set(crf["search"]["best"]) == {"bi_w", "bi_xy_std", "bi_rgb_std"}
+
+
+def test_cue_scenes_change_only_one_badge(tiny_voc):
+    scenes = ex.cue_scenes(tiny_voc, min_radius=4.0)
+    assert scenes
+    for image, changed, objects, k, new in scenes:
+        assert new != objects[k]["label"] and new not in IMAGE_CUE_PAIR
+        diff = np.abs(image.astype(int) - changed.astype(int)).sum(-1) > 0
+        bx, by = objects[k]["badge"]
+        yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+        disc = np.hypot(xx - bx, yy - by) <= objects[k]["badge_radius"] + 1
+        # every changed pixel lies in (or, through chroma upsampling, 1 px beside) a 16x16 JPEG block that the
+        # badge's disc touches
+        blocks = {(y // 16, x // 16) for y, x in zip(*np.nonzero(disc))}
+        touched = np.isin((yy // 16) * 1000 + xx // 16, [by_ * 1000 + bx_ for by_, bx_ in blocks])
+        assert diff.any() and not (diff & ~ndimage.binary_dilation(touched, np.ones((3, 3)))).any()
+
+
+def test_bad_inputs_are_named(tmp_path, tiny_voc):
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        ex.run_experiment("nope", data=tiny_voc, results_dir=tmp_path)
+    bad = tmp_path / "fov.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="fov.json is not a results file"):
+        ex.load_results(bad)
+    assert bad.read_text() == "{not json"                                  # nothing lost
+    with pytest.raises(FileNotFoundError, match="python -m deeplab_lessons.experiments missing"):
+        ex.load_results(tmp_path / "missing.json")
+    assert ex.main(["nope"]) == 2
+    with pytest.raises(SystemExit):
+        ex.main(["fov", "--seeds"])
+
+
+def test_cli_lists_every_experiment(capsys):
+    assert ex.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ex.EXPERIMENTS)
+
+
+def test_committed_results_are_complete():
+    """Every experiment of the suite has a committed results file with every arm at >= 3 seeds."""
+    for name, exp in ex.EXPERIMENTS.items():
+        results = ex.load_results(ex.RESULTS_DIR / f"{name}.json")
+        assert results["budget"] == exp.budget, name
+        for arm in exp.arms:
+            seeds = {r["seed"] for r in results["records"] if r["arm"] == arm.label}
+            assert len(seeds) >= 3, (name, arm.label, seeds)
