@@ -1,8 +1,9 @@
 """Lesson 05's CPU default run, measured: training time, mIoU on the embedded val set, images/s, peak memory.
 
-Target (lesson 05): the CPU default (``TrainConfig()``: LargeFOV at width 0.25 with BatchNorm,
-looks-linear initialisation, no dropout, AdamW, 128 px crops, batch 8) reaches mean IoU >= 0.80 on the embedded val set (60 whole 192x256
-images) within 3 minutes of training on an idle 2-core CPU.
+Target (the embedded set's property P6, data/README.md): the CPU default (``TrainConfig()``: LargeFOV
+at width 0.25 with BatchNorm, looks-linear initialisation, no dropout, AdamW, 128 px crops, batch 8,
+2,000 iterations) reaches mean IoU >= 0.55 on the embedded val set (100 whole 192x256 images) from
+random weights. The training time is measured and reported (with an idle-machine estimate), not a target.
 
 The machine may be busy: the script prints the load average before and after, the process CPU
 time, and an estimate for an idle machine (CPU seconds spent in training / threads, i.e. what the
@@ -30,8 +31,7 @@ import torch
 from deeplab_lessons import config
 from deeplab_lessons.train import TrainConfig, train
 
-TARGET_MIOU = 0.80
-TARGET_SECONDS = 180.0
+TARGET_MIOU = 0.55
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  iteration {it:5d}: mean IoU {value:.4f}")
     print(f"mean IoU on the embedded val set: {miou:.4f} (pixel accuracy {result.metrics['pixel_accuracy']:.4f})")
     ok_miou = miou >= TARGET_MIOU
-    print(f"target mIoU >= {TARGET_MIOU}: {'met' if ok_miou else 'NOT met'}; "
-          f"target <= {TARGET_SECONDS:.0f} s of training on an idle 2-core CPU: measured {result.train_seconds:.0f} s "
-          f"here, estimated {idle_estimate:.0f} s idle")
+    print(f"target mIoU >= {TARGET_MIOU} after {cfg.iterations} iterations: {'met' if ok_miou else 'NOT met'}; "
+          f"training took {result.train_seconds:.0f} s here, estimated {idle_estimate:.0f} s on an idle machine")
     if args.baseline:
         base = train(TrainConfig(progress=False, init="he", dropout=None, **overrides))
         ref = base.metrics["mean_iou"]

@@ -13,6 +13,7 @@ that no import runs in a circle and no private name crosses modules).
 - :mod:`deeplab_lessons.inference` — probabilities, labels, multi-scale + flip, ``evaluate``
 - :mod:`deeplab_lessons.train` — the recipe, the engine, checkpoints and the CLI (lesson 05)
 - :mod:`deeplab_lessons.crf` — the fully connected CRF (lesson 06)
+- :mod:`deeplab_lessons.experiments` — the papers' experiments on the embedded set, with seeds (lessons 03-07)
 - :mod:`deeplab_lessons.viz`, :mod:`deeplab_lessons.widgets` — pure plots and their sliders
 
 Each public name has one import path, the ``__all__`` of its module or subpackage

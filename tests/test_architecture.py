@@ -298,7 +298,7 @@ def test_notebooks_import_only_public_paths(notebook, package_files):
 
 #: The package's layers, bottom to top, as the package docstring lists them.
 LAYERS = ("papers", "receptive_field", "atrous", "metrics", "models", "data", "config", "inference", "train", "crf",
-          "viz", "widgets")
+          "experiments", "viz", "widgets")
 
 
 def test_imports_run_down_the_layers(package_files):

@@ -9,6 +9,7 @@ import torch
 from scipy import ndimage
 
 from deeplab_lessons import experiments as ex
+from deeplab_lessons.experiments.cli import main as cli_main
 from deeplab_lessons.data import make_synthetic_voc
 from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR
 
@@ -162,13 +163,13 @@ def test_bad_inputs_are_named(tmp_path, tiny_voc):
     assert bad.read_text() == "{not json"                                  # nothing lost
     with pytest.raises(FileNotFoundError, match="python -m deeplab_lessons.experiments missing"):
         ex.load_results(tmp_path / "missing.json")
-    assert ex.main(["nope"]) == 2
+    assert cli_main(["nope"]) == 2
     with pytest.raises(SystemExit):
-        ex.main(["fov", "--seeds"])
+        cli_main(["fov", "--seeds"])
 
 
 def test_cli_lists_every_experiment(capsys):
-    assert ex.main(["list"]) == 0
+    assert cli_main(["list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ex.EXPERIMENTS)
 
@@ -181,3 +182,19 @@ def test_committed_results_are_complete():
         for arm in exp.arms:
             seeds = {r["seed"] for r in results["records"] if r["arm"] == arm.label}
             assert len(seeds) >= 3, (name, arm.label, seeds)
+
+
+def test_cli_smoke_run(tiny_voc, tmp_path, capsys):
+    args = ["lr-policy", "--smoke", "--seeds", "0", "--data", str(tiny_voc), "--results-dir", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert cli_main(args) == 0
+    assert "poly (power 0.9)" in capsys.readouterr().out
+    assert len(ex.load_results(tmp_path / "lr-policy.json")["records"]) == 2
+
+
+def test_data_readme_table_matches_the_recorded_results():
+    from deeplab_lessons import config
+
+    readme = (config.REPO_ROOT / "data" / "README.md").read_text()
+    table = ex.properties_markdown(ex.data_properties(config.voc_root()))
+    assert f"{ex.properties.TABLE_START}\n{table}\n{ex.properties.TABLE_END}" in readme

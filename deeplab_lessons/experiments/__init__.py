@@ -11,7 +11,6 @@ spread, the paper's number, whether a difference is resolved), :mod:`.properties
 embedded set's P1-P6 table), :mod:`.cli`.
 """
 
-from .cli import main
 from .measures import (CRF_BANDS, FLIP_BINS, crf_measures, crf_search, cue_flips, object_regions,
                        segmentation_measures)
 from .properties import colour_only_miou, data_properties, properties_markdown, size_span, write_table
@@ -22,7 +21,6 @@ from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_T
                     Experiment)
 
 __all__ = [
-    "main",
     "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "object_regions", "segmentation_measures",
     "colour_only_miou", "data_properties", "properties_markdown", "size_span", "write_table",
     "arm_values", "arms", "compare", "format_table", "mean_std", "metric_value", "paper_value", "summary", "verdict",

@@ -100,6 +100,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
          Arm("train 8, evaluate 8", {**V3_BASE, "output_stride": 8})),
         question="Is a denser evaluation (or training) worth its cost?"),
     Experiment(
+        "family", "The family under one budget", "v1 Table 2, v2 Table 3, v3 Table 6, v3+",
+        (Arm("v1 LargeFOV", {"model": "largefov", "label_target": "upsample"}, paper="v2.table1.largefov"),
+         Arm("v2 ASPP-L", {"model": "aspp-l", "label_target": "upsample"}, paper="v2.val.aspp_l"),
+         Arm("v3 (OS 16)", V3_BASE, paper="v3.val.os16"),
+         Arm("v3+ (OS 16)", {"model": "v3plus"})),
+        question="Same data, same budget, same loss (on upsampled logits): how do the generations compare?"),
+    Experiment(
         "crf", "Dense CRF gain by trimap band; v1's parameter search", "v1 Sec. 5, Fig. 5; v2 Table 3",
         (Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"}),), kind="crf", budget=_learn_budget,
         question="Where does the CRF gain: near boundaries or everywhere?"),
