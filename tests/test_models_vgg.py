@@ -358,3 +358,25 @@ def test_small_field_control_sees_51_pixels_at_stride_8():
     assert [n for n, _ in net.named_children()][-2:] == ["pool3", "fc8"]
     assert list(net.classifier_parameters()) == list(net.fc8.parameters())
     assert build_model("small-field", width=0.25, norm="batch", init="auto")(torch.zeros(2, 3, 32, 32)).shape[1] == 21
+
+
+def test_fc6_channels_override_and_looks_linear_start_of_an_even_fc6():
+    from deeplab_lessons.models import build_model, register_model
+
+    net = deeplab_v1(fov="4x4", width=0.25, fc6_channels=1024)
+    assert (net.head.fc6.out_channels, net.head.fc7.out_channels) == (256, 256)
+    assert net.head.fc6.kernel_size == (4, 4) and deeplab_v1(fov="4x4", width=0.25).head.fc6.out_channels == 1024
+    with pytest.raises(ValueError, match="fc6_channels"):
+        deeplab_v1(fc6_channels=0)
+    register_model("test-4x4-1024", lambda **kw: deeplab_v1(fov="4x4", fc6_channels=1024, **kw))
+    torch.manual_seed(0)
+    model = build_model("test-4x4-1024", width=0.25, norm="batch", init="looks-linear")
+    # odd kernels: only the centre tap is set; the even fc6 keeps a dense He start
+    def weight(layer):                                   # norm="batch" puts each conv in a (conv, norm) pair
+        return (layer[0] if isinstance(layer, torch.nn.Sequential) else layer).weight
+    conv1 = weight(model.features.conv1_1)
+    assert conv1[..., 0, 0].abs().max() == 0 and conv1[..., 1, 1].abs().max() > 0
+    fc6 = weight(model.head.fc6)
+    assert (fc6 != 0).float().mean() > 0.99
+    fan_out = fc6.shape[0] * fc6.shape[2] * fc6.shape[3]    # He, fan-out mode (init_weights)
+    assert fc6.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.1)

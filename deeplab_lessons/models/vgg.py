@@ -137,12 +137,12 @@ class DeepLabV1(nn.Sequential):
     output_stride = 8
 
     def __init__(self, num_classes: int, fov: str, width: float, fc6_rate: int | None = None,
-                 trunk: str | None = None) -> None:
+                 trunk: str | None = None, fc6_channels: int | None = None) -> None:
         spec = FC6_VARIANTS[fov]
         trunk = spec["trunk"] if trunk is None else trunk
         rate = spec["rate"] if fc6_rate is None else fc6_rate
         k = spec["kernel_size"]
-        channels = scaled_channels(spec["channels"], width)
+        channels = scaled_channels(spec["channels"] if fc6_channels is None else fc6_channels, width)
         trunk_out = scaled_channels(512, width)
         head = nn.Sequential(OrderedDict([
             # "same" padding: the dilated kernel spans (k-1)*rate+1 pixels; for even k the output
@@ -170,7 +170,7 @@ class DeepLabV1(nn.Sequential):
 
 
 def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
-               fc6_rate: int | None = None, trunk: str | None = None) -> DeepLabV1:
+               fc6_rate: int | None = None, trunk: str | None = None, fc6_channels: int | None = None) -> DeepLabV1:
     """DeepLab v1 on VGG16 (arXiv 1412.7062, Sec. 3.1, Table 2): stride-8 logits.
 
     Args:
@@ -183,6 +183,9 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
         trunk: ``"deeplab"`` (2x2 pools, no ``pool5a``) or ``"largefov"`` (3x3 pools + ``pool5a``);
             ``None``: the trunk the variant was released with (7x7 and 4x4: ``"deeplab"``,
             largefov: ``"largefov"``). See :func:`vgg16_features`.
+        fc6_channels: override of fc6's (and fc7's) filter count at width 1 (4096 for 7x7 and 4x4,
+            1024 for LargeFOV); the field-of-view experiment gives every variant LargeFOV's 1024 so
+            that only the kernel and the rate differ.
 
     Returns:
         :class:`DeepLabV1`; ``forward`` maps a normalised ``[N, 3, H, W]`` batch to logits at
@@ -197,7 +200,10 @@ def deeplab_v1(num_classes: int = 21, fov: str = "largefov", width: float = 1.0,
         raise ValueError(f"fc6_rate must be a positive int or None, got {fc6_rate!r}")
     if trunk is not None and trunk not in V1_TRUNKS:
         raise ValueError(f"trunk must be one of {V1_TRUNKS} or None (the variant's released trunk), got {trunk!r}")
-    return DeepLabV1(num_classes, fov, width, fc6_rate, trunk)
+    if fc6_channels is not None and (isinstance(fc6_channels, bool) or not isinstance(fc6_channels, int)
+                                     or fc6_channels < 1):
+        raise ValueError(f"fc6_channels must be a positive int or None, got {fc6_channels!r}")
+    return DeepLabV1(num_classes, fov, width, fc6_rate, trunk, fc6_channels)
 
 
 class SmallFieldVGG(nn.Sequential):
