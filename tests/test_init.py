@@ -54,9 +54,25 @@ def test_mirrored_pairs():
     torch.testing.assert_close(w[:5], -w[5:])
 
 
-def test_even_kernels_are_rejected():
-    with pytest.raises(ValueError, match="centre tap"):
-        looks_linear_(nn.Sequential(nn.Conv2d(3, 8, 4)))
+def test_even_kernels_start_linear_on_their_central_taps():
+    """A 4x4 kernel has no centre tap: the paired matrix is split over the central 2x2 taps, so
+    the layer is the same linear map of the 4 central positions' average (relu(h) - relu(-h) = h)."""
+    even, odd = nn.Sequential(nn.Conv2d(3, 8, 4)), nn.Sequential(nn.Conv2d(3, 8, 3))
+    torch.manual_seed(0)
+    conv = looks_linear_(even)[0]
+    w = conv.weight
+    outer = torch.ones(4, 4, dtype=torch.bool)
+    outer[1:3, 1:3] = False
+    assert w[..., outer].abs().max() == 0
+    taps = [w[..., r, c] for r in (1, 2) for c in (1, 2)]
+    assert all(torch.equal(t, taps[0]) for t in taps)
+    torch.manual_seed(0)
+    odd = looks_linear_(odd)[0]
+    torch.testing.assert_close(4 * taps[0], odd.weight[..., 1, 1])
+    x = torch.randn(1, 3, 4, 4)                          # one output; only its 2x2 central window counts
+    pre = conv(x)[0, :, 0, 0]
+    torch.testing.assert_close(pre, (4 * taps[0]) @ x[0, :, 1:3, 1:3].mean((1, 2)))
+    torch.testing.assert_close(pre[:4], -pre[4:])        # the mirrored pair: relu(h) - relu(-h) = h
 
 
 def test_build_model_auto_init():

@@ -63,7 +63,9 @@ def looks_linear_(model: nn.Module, skip: Iterable[nn.Parameter] = (), image_cha
 
     Each weight becomes zero except its centre tap (the paired orthogonal matrix, scaled by the
     ReLU gain sqrt(2)); biases become zero. A layer with an odd number of output channels keeps
-    its last channel at zero; an even kernel size has no centre tap and is rejected.
+    its last channel at zero. An even kernel (DeepLab v1's 4x4 fc6) has no centre tap: the
+    matrix is split equally over its central 2x2 taps, so the layer starts as the same linear
+    map of the average of the four positions nearest its centre (still looks-linear).
     """
     skip_ids = {id(p) for p in skip}
     gain = nn.init.calculate_gain("relu")
@@ -71,15 +73,16 @@ def looks_linear_(model: nn.Module, skip: Iterable[nn.Parameter] = (), image_cha
         if not isinstance(module, nn.Conv2d) or id(module.weight) in skip_ids:
             continue
         out_channels, in_channels, kh, kw = module.weight.shape
-        if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"looks_linear_: a {kh}x{kw} kernel has no centre tap; use He init for "
-                             f"even kernels (e.g. DeepLab v1's 4x4 fc6)")
         if module.groups != 1:
             raise ValueError("looks_linear_: grouped convolutions are not supported")
         first = in_channels == image_channels
         centre = _pair_matrix(out_channels, in_channels, first)
         module.weight.zero_()
-        module.weight[:centre.shape[0], :centre.shape[1], kh // 2, kw // 2] = gain * centre
+        rows = [kh // 2] if kh % 2 else [kh // 2 - 1, kh // 2]       # the centre, or the central pair
+        cols = [kw // 2] if kw % 2 else [kw // 2 - 1, kw // 2]
+        for r in rows:
+            for c in cols:
+                module.weight[:centre.shape[0], :centre.shape[1], r, c] = gain * centre / (len(rows) * len(cols))
         if module.bias is not None:
             module.bias.zero_()
     return model

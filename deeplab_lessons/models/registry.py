@@ -136,7 +136,7 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
 
     ``init`` (without ``pretrained``): ``"he"``, the builders' He / N(0, 0.01) start;
     ``"looks-linear"``, :func:`~deeplab_lessons.models.looks_linear_` on every layer but the
-    classifier and even-kernel convolutions, which keep their He start (plain VGG chains only); ``"zero-residual"``, He plus
+    classifier (plain VGG chains only; an even kernel starts on its central 2x2 taps); ``"zero-residual"``, He plus
     :func:`~deeplab_lessons.models.zero_residual_` (ResNets); ``"auto"``, looks-linear for the
     v1/v2 VGG models with odd kernels, zero-residual for v3/v3+, He for the others. ``dropout``
     sets the probability of every ``nn.Dropout`` (``None`` keeps the model's own: 0.5 after
@@ -170,10 +170,7 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0, norm: str 
     set_norm(model, norm)
     init = resolve_init(name, init)
     if not pretrained and init == "looks-linear":
-        # even kernels (v1's 4x4 fc6) have no centre tap: they keep the builder's He start
-        even = [p for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] % 2 == 0
-                for p in m.parameters()]
-        looks_linear_(model, skip=list(classifier_parameters(model)) + even)
+        looks_linear_(model, skip=classifier_parameters(model))
     elif not pretrained and init == "zero-residual":
         zero_residual_(model)
     if dropout is not None:
