@@ -14,7 +14,8 @@ embedded set's P1-P6 table), :mod:`.cli`.
 from .measures import (CRF_BANDS, FLIP_BINS, crf_measures, crf_search, cue_flips, object_regions,
                        segmentation_measures)
 from .properties import colour_only_miou, data_properties, properties_markdown, size_span, write_table
-from .results import arm_values, arms, compare, format_table, mean_std, metric_value, paper_value, summary, verdict
+from .results import (arm_values, arms, compare, compare_values, format_table, mean_std, metric_value, paper_value,
+                      summary, verdict)
 from .runner import (CRF_SEARCH_IMAGES, RESULTS_DIR, RUNS_DIR, command, cue_scenes, data_marker, load_results,
                      measure, run_config, run_experiment, run_key, trained_model)
 from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_TRAINING, SUITE_TRAINING, Arm,
@@ -23,7 +24,8 @@ from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_T
 __all__ = [
     "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "object_regions", "segmentation_measures",
     "colour_only_miou", "data_properties", "properties_markdown", "size_span", "write_table",
-    "arm_values", "arms", "compare", "format_table", "mean_std", "metric_value", "paper_value", "summary", "verdict",
+    "arm_values", "arms", "compare", "compare_values", "format_table", "mean_std", "metric_value", "paper_value",
+    "summary", "verdict",
     "CRF_SEARCH_IMAGES", "RESULTS_DIR", "RUNS_DIR", "command", "cue_scenes", "data_marker", "load_results", "measure",
     "run_config", "run_experiment", "run_key", "trained_model",
     "DEFAULT_SEEDS", "EXPERIMENTS", "LEARNABILITY_ITERATIONS", "SMOKE_TRAINING", "SUITE_TRAINING", "Arm",

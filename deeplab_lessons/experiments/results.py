@@ -77,8 +77,14 @@ def summary(results: dict, metric: str = "mean_iou", scale: float = 100.0) -> li
 
 def compare(results: dict, a: str, b: str, metric: str = "mean_iou", scale: float = 100.0) -> dict:
     """``b`` minus ``a``: the difference of means, the spread (std a + std b) and ``resolved``."""
-    ma, sa = mean_std([scale * v for v in arm_values(results, a, metric)])
-    mb, sb = mean_std([scale * v for v in arm_values(results, b, metric)])
+    return compare_values(arm_values(results, a, metric), arm_values(results, b, metric), a, b, scale)
+
+
+def compare_values(a_values: Sequence[float], b_values: Sequence[float], a: str = "a", b: str = "b",
+                   scale: float = 100.0) -> dict:
+    """:func:`compare` on two lists of per-seed values (e.g. arms recorded in two results files)."""
+    ma, sa = mean_std([scale * v for v in a_values])
+    mb, sb = mean_std([scale * v for v in b_values])
     diff, spread = mb - ma, sa + sb
     return {"a": a, "b": b, "difference": diff, "spread": spread,
             "resolved": bool(abs(diff) > spread and not math.isnan(diff))}
