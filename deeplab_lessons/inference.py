@@ -9,6 +9,7 @@ input scales and a left-right flip (v3's evaluation, arXiv 1706.05587 Table 6).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable, Sequence
 
 import torch
@@ -18,8 +19,9 @@ from torch import nn
 from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
+from deeplab_lessons.models.msc import unwrap_msc
 
-__all__ = ["forward_logits", "output_stride_of", "predict_proba", "predict", "evaluate"]
+__all__ = ["forward_logits", "output_stride_of", "at_output_stride", "predict_proba", "predict", "evaluate"]
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +37,25 @@ def output_stride_of(model: nn.Module) -> int:
     if stride is None:
         raise ValueError("model has no output_stride attribute (input pixels per logit)")
     return int(stride)
+
+
+@contextlib.contextmanager
+def at_output_stride(model: nn.Module, stride: int | None, name: str = "this model"):
+    """Run the block with ``model`` (v3/v3+, through an MSC wrapper too) at output stride ``stride``,
+    then put it back at the stride it had; ``None`` changes nothing."""
+    if stride is None:
+        yield model
+        return
+    inner = unwrap_msc(model)
+    if not hasattr(inner, "set_output_stride"):
+        raise ValueError(f"eval_output_stride={stride}: model {name} cannot change its output stride "
+                         "(only v3 / v3+ can)")
+    previous = inner.backbone.output_stride
+    model.set_output_stride(stride)
+    try:
+        yield model
+    finally:
+        model.set_output_stride(previous)
 
 
 @torch.no_grad()

@@ -56,6 +56,9 @@ OBJECT_RADIUS = (0.05, 0.28)
 BADGE_FRACTION = 0.5
 BADGE_PIXELS = (6.0, 16.0)
 
+#: JPEG quality of the embedded set's images.
+JPEG_QUALITY = 92
+
 #: The two classes that wear the same badge: the first in warm-tinted images, the second in cool ones.
 IMAGE_CUE_PAIR = (8, 12)   # cat, dog
 
@@ -282,7 +285,7 @@ def make_synthetic_voc(root: Path | str, n_train: int = 240, n_val: int = 60,
     names = [f"synthetic_{i:06d}" for i in range(n_train + n_val)]
     for i, name in enumerate(names):
         image, labels = synthesize_image(seed, i, (height, width), classes, void_width)
-        Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=92)
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=JPEG_QUALITY)
         save_palette_png(labels, voc / "SegmentationClass" / f"{name}.png")
     splits = {"train": names[:n_train], "val": names[n_train:], "trainval": names}
     for split, ids in splits.items():

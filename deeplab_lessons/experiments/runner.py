@@ -15,7 +15,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,12 +25,11 @@ from PIL import Image
 
 from deeplab_lessons import config
 from deeplab_lessons.crf import CRFParams, CRFSample
-from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR, synthesize_scene
+from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR, JPEG_QUALITY, synthesize_scene
 from deeplab_lessons.data.voc import VOCSegmentation
-from deeplab_lessons.inference import forward_logits, predict
+from deeplab_lessons.inference import at_output_stride, forward_logits, predict
 from deeplab_lessons.models.common import normalize, upsample_logits
-from deeplab_lessons.models.msc import unwrap_msc
-from deeplab_lessons.train import RUN_FIELDS, TrainConfig, load_model, train
+from deeplab_lessons.train import RUN_FIELDS, TrainConfig, load_model, train, write_atomically
 
 from .measures import crf_measures, crf_search, cue_flips, segmentation_measures
 from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
@@ -80,17 +78,8 @@ def run_key(cfg: TrainConfig, marker: dict) -> str:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and one rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``payload`` as indented JSON to ``path`` atomically (never half a file)."""
+    write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1) + "\n"), binary=False)
 
 
 def trained_model(cfg: TrainConfig, folder: Path, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict]:
@@ -140,30 +129,15 @@ def _val_pairs(voc: Path, limit: int | None) -> tuple[VOCSegmentation, list[int]
     return ds, list(range(len(ds) if limit is None else min(limit, len(ds))))
 
 
-def _at_output_stride(model: torch.nn.Module, stride: int | None):
-    inner = unwrap_msc(model)
-    if stride is None:
-        return None
-    if not hasattr(inner, "set_output_stride"):
-        raise ValueError(f"eval_output_stride={stride}: this model cannot change its output stride")
-    previous = inner.backbone.output_stride
-    inner.set_output_stride(stride)
-    return previous
-
-
 def measure_segmentation(model, voc: Path, arm: Arm, limit: int | None = None) -> dict:
     """:func:`.measures.segmentation_measures` of ``model`` on the validation split (whole images)."""
     ds, indices = _val_pairs(voc, limit)
-    previous = _at_output_stride(model, arm.evaluate.get("eval_output_stride"))
-    try:
-        preds, targets = [], []
+    preds, targets = [], []
+    with at_output_stride(model, arm.evaluate.get("eval_output_stride")):
         for i in indices:
             image, target = ds[i]
             preds.append(predict(model, image[None])[0].numpy())
             targets.append(target.numpy())
-    finally:
-        if previous is not None:
-            unwrap_msc(model).set_output_stride(previous)
     return segmentation_measures(preds, targets)
 
 
@@ -224,7 +198,7 @@ def _other_class(label: int) -> int:
     return new
 
 
-def _jpeg(image: np.ndarray, quality: int = 92) -> np.ndarray:
+def _jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))

@@ -36,7 +36,7 @@ continues a run exactly where its last checkpoint left it.
 """
 
 from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, load_model, plain_metrics, run_state,
-                         save_checkpoint)
+                         save_checkpoint, write_atomically)
 from .cli import build_parser, config_from_args, main
 from .engine import TrainResult, build_optimizer, deterministic, dist_env, resume, score, set_lr, train, train_step
 from .loss import segmentation_loss, shrink_labels
@@ -44,7 +44,7 @@ from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr
 
 __all__ = [
     "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "plain_metrics", "run_state",
-    "save_checkpoint",
+    "save_checkpoint", "write_atomically",
     "build_parser", "config_from_args", "main",
     "TrainResult", "build_optimizer", "deterministic", "dist_env", "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",

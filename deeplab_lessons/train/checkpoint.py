@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
 import torch
 from torch import nn
@@ -27,26 +28,32 @@ CHECKPOINT_FORMAT = "deeplab_lessons.train/1"
 LESSON_CHECKPOINT = config.REPO_ROOT / "checkpoints" / "largefov_cpu.pt"
 
 
-def save_checkpoint(state: dict, path: Path | str) -> Path:
-    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder, then ``os.replace``.
+def write_atomically(path: Path | str, write: Callable[[IO], None], binary: bool = True) -> Path:
+    """Call ``write(handle)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``.
 
-    A reader never sees a half-written file, and an interrupted save leaves the old one intact.
+    A reader never sees a half-written file, and an interrupted write leaves the old one intact.
+    The file gets the usual mode (0666 minus the umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                    # mkstemp's 0600 -> the usual file mode
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+def save_checkpoint(state: dict, path: Path | str) -> Path:
+    """Write ``state`` with ``torch.save`` atomically (:func:`write_atomically`)."""
+    return write_atomically(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:

@@ -31,10 +31,9 @@ from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.data.sampling import AugmentedSamples, SampleStream
 from deeplab_lessons.data.transforms import train_transforms
 from deeplab_lessons.data.voc import VOCSegmentation
-from deeplab_lessons.inference import evaluate, output_stride_of
+from deeplab_lessons.inference import at_output_stride, evaluate, output_stride_of
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import classifier_parameters, normalize
-from deeplab_lessons.models.msc import unwrap_msc
 from deeplab_lessons.models.norm import freeze_batchnorm
 from deeplab_lessons.models.registry import pretrained_backbone
 
@@ -148,20 +147,9 @@ def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, 
     evaluation and is put back at its training stride afterwards.
     """
     cm = ConfusionMatrix(cfg.num_classes, IGNORE_INDEX)
-    inner = unwrap_msc(model)
-    switch = cfg.eval_output_stride is not None
-    if switch and not hasattr(inner, "set_output_stride"):
-        raise ValueError(f"eval_output_stride={cfg.eval_output_stride}: model {cfg.model!r} cannot change its "
-                         "output stride (only v3 / v3+ can)")
-    trained_stride = inner.backbone.output_stride if switch else None
-    if switch:
-        model.set_output_stride(cfg.eval_output_stride)
-    try:
+    with at_output_stride(model, cfg.eval_output_stride, repr(cfg.model)):
         scores = evaluate(model, val_loader, cfg.num_classes, device=device, scales=cfg.eval_scales,
                           flip=cfg.eval_flip, amp=amp, confusion=cm)
-    finally:
-        if switch:
-            model.set_output_stride(trained_stride)
     if world > 1:
         cm.all_reduce()
         scores = {**cm.compute(), "confusion": cm}
