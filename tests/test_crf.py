@@ -379,6 +379,24 @@ def test_refine_in_both_orders():
         refine(image, logits, order="sideways")
 
 
+def test_refine_runs_a_batch_as_one_mean_field():
+    """A batch of images (the GPU path of lessons 06/07) gives each image's own result, in both orders."""
+    from deeplab_lessons.crf import refine
+
+    images = np.stack([synthesize_image(5, k, size=(48, 64))[0] for k in range(3)])
+    torch.manual_seed(1)
+    logits = 3 * torch.randn(3, 6, 6, 8)
+    for order in ("upsample_first", "crf_first"):
+        batched = refine(images, logits, CRFParams(iterations=4), order=order)
+        one_by_one = torch.stack([refine(i, l, CRFParams(iterations=4), order=order) for i, l in zip(images, logits)])
+        assert batched.shape == (3, 6, 48, 64)
+        torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="3 images but 2 logit maps"):
+        refine(images, logits[:2])
+    with pytest.raises(ValueError, match=r"logits must be \[C, h, w\]"):
+        refine(images[0], logits)
+
+
 def test_grid_search_scores_each_combination_like_a_direct_evaluation():
     from deeplab_lessons.crf import CRFSample, coarse_to_fine, grid_search
     from deeplab_lessons.metrics import ConfusionMatrix

@@ -69,8 +69,50 @@ def test_config_validation():
         TrainConfig(resume=True)
     with pytest.raises(ValueError, match="norm must be one of"):
         TrainConfig(norm="layer")
+
+
+def test_profiles_size_the_lesson_run_and_only_paper_is_the_published_recipe(monkeypatch, tmp_path):
+    cpu = TrainConfig.from_settings(config.CPU_SETTINGS)
+    assert cpu == TrainConfig()                     # the CPU profile is the shipped checkpoint's recipe
     gpu = TrainConfig.from_settings(config.GPU_SETTINGS)
-    assert (gpu.crop_size, gpu.width, gpu.lr, gpu.pretrained, gpu.norm) == (321, 1.0, 1e-3, True, "none")
+    assert (gpu.width, gpu.crop_size, gpu.batch_size, gpu.iterations) == (0.5, 192, 16, 3000)
+    assert gpu.amp and gpu.channels_last and not gpu.pretrained and gpu.optimizer == "adamw"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))           # no ImageNet weights cached here
+    with pytest.warns(UserWarning, match="no ImageNet weights for 'largefov'.*random initialisation"):
+        fallback = TrainConfig.from_settings(config.PAPER_SETTINGS)
+    assert not fallback.pretrained and fallback.norm == "batch" and (fallback.crop_size, fallback.width) == (321, 1.0)
+    stand_in = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    stand_in.parent.mkdir(parents=True)
+    stand_in.write_bytes(b"")                       # only its presence is read here
+    paper = TrainConfig.from_settings(config.PAPER_SETTINGS)
+    assert (paper.pretrained, paper.norm, paper.optimizer, paper.lr, paper.lr_policy) == (True, "none", "sgd", 1e-3, "step")
+    assert paper.iterations == config.PAPER_SETTINGS.iterations
+
+
+def test_projection_and_budget_warning():
+    from deeplab_lessons.train.engine import budget_warning, format_duration, projection
+
+    assert projection(2.0, 5, 3000) == pytest.approx(1200.0)
+    assert format_duration(45) == "45 s" and format_duration(1200) == "20.0 min" and format_duration(9000) == "2.5 h"
+    assert budget_warning(1200.0, 10) is None                         # 20 min is within twice 10
+    assert budget_warning(1200.0, None) is None
+    assert "projects to 20.0 min, far beyond its budget of about 8 min" in budget_warning(1200.0, 8)
+    with pytest.raises(ValueError):
+        projection(1.0, 0, 10)
+
+
+def test_trainer_projects_the_run_and_warns_past_the_budget(voc, capsys):
+    cfg = TrainConfig(**{**TINY, "progress": True}, data=str(voc), iterations=8, budget_minutes=1e-6)
+    with pytest.warns(RuntimeWarning, match="far beyond its budget"):
+        train(cfg)
+    assert "projected: 8 iterations in about" in capsys.readouterr().out
+
+
+def test_channels_last_trains_the_same_run(voc):
+    """The memory format is a layout, not a different computation: the same losses to rounding."""
+    runs = [train(TrainConfig(**TINY, data=str(voc), iterations=3, channels_last=cl)) for cl in (False, True)]
+    torch.testing.assert_close(torch.tensor(runs[1].history["loss"]), torch.tensor(runs[0].history["loss"]),
+                               rtol=1e-3, atol=1e-5)   # rounding differences grow a little over steps
 
 
 def test_train_writes_checkpoints_that_rebuild_the_model(voc, tmp_path):
@@ -156,6 +198,10 @@ def test_cli_help_and_arguments():
     cfg = config_from_args(["--model", "aspp-s", "--iters", "7", "--no-flip", "--eval-scales", "0.5", "1"])
     assert (cfg.model, cfg.iterations, cfg.flip, cfg.eval_scales) == ("aspp-s", 7, False, (0.5, 1.0))
     assert config_from_args(["--paper"]).crop_size == 321
+    gpu = config_from_args(["--profile", "gpu", "--iters", "50"])
+    assert (gpu.width, gpu.crop_size, gpu.iterations, gpu.amp) == (0.5, 192, 50, True)
+    with pytest.raises(ValueError, match="--paper or --profile"):
+        config_from_args(["--paper", "--profile", "gpu"])
 
 
 def _free_port() -> int:

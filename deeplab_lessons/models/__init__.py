@@ -32,7 +32,8 @@ from .init import looks_linear_, zero_residual_
 from .norm import NORMS, freeze_batchnorm, group_norm, set_norm
 from .msc import MSC, MSC_SCALES, check_scales, unwrap_msc
 from .registry import (BUILDERS, INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, available_models, build_model,
-                       load_pretrained, pretrained_backbone, published_label_target, register_model, resolve_init)
+                       imagenet_weights_cached, imagenet_weights_file, load_pretrained, pretrained_backbone,
+                       published_label_target, register_model, resolve_init)
 from .resnet import (RESNET_UNITS, V3_BACKBONES, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet,
                      deeplab_v3, deeplab_v3plus, imagenet_resnet_state_dict, layer_plan, transplant_resnet,
                      unit_dilations)
@@ -51,7 +52,8 @@ __all__ = [
     "NORMS", "freeze_batchnorm", "group_norm", "set_norm",
     "MSC", "MSC_SCALES", "check_scales", "unwrap_msc",
     "BUILDERS", "INITS", "LABEL_TARGETS", "MODEL_FAMILY", "MODEL_SPECS", "available_models", "build_model",
-    "load_pretrained", "pretrained_backbone", "published_label_target", "register_model", "resolve_init",
+    "imagenet_weights_cached", "imagenet_weights_file", "load_pretrained", "pretrained_backbone",
+    "published_label_target", "register_model", "resolve_init",
     "RESNET_UNITS", "V3_BACKBONES", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet",
     "deeplab_v3", "deeplab_v3plus", "imagenet_resnet_state_dict", "layer_plan", "transplant_resnet", "unit_dilations",
     "SeparableConv2d",

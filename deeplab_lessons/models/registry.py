@@ -10,8 +10,11 @@ run time (tests, experiments).
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
 from .common import classifier_parameters
@@ -82,6 +85,27 @@ def pretrained_backbone(model: nn.Module) -> nn.Module | None:
     VGG models, whose ImageNet trunk has no BatchNorm (any BatchNorm there is new)."""
     backbone = getattr(unwrap_msc(model), "backbone", None)
     return backbone if isinstance(backbone, DilatedResNet) else None
+
+
+def imagenet_weights_file(name: str) -> Path | None:
+    """Where torchvision keeps the ImageNet weights ``build_model(name, pretrained=True)`` loads
+    (``$TORCH_HOME/hub/checkpoints/...``); ``None`` for a model without published ImageNet weights."""
+    from torchvision import models as tv
+
+    if name not in MODEL_FAMILY or name == "v3plus-xception":
+        return None
+    if MODEL_FAMILY[name].startswith(("v1", "v2")):
+        weights = tv.VGG16_Weights.IMAGENET1K_V1
+    else:
+        spec = dict(inspect.signature(BUILDERS[MODEL_SPECS[name][0]]).parameters)["backbone"].default
+        weights = {"resnet50": tv.ResNet50_Weights, "resnet101": tv.ResNet101_Weights}[spec].IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def imagenet_weights_cached(name: str) -> bool:
+    """True when model ``name``'s ImageNet weights are on this machine (no download needed)."""
+    path = imagenet_weights_file(name)
+    return path is not None and path.is_file()
 
 
 def register_model(name: str, builder: Callable[..., nn.Module]) -> None:

@@ -386,6 +386,12 @@ def transplant_vgg16(model: nn.Module, vgg16_state_dict: Mapping[str, torch.Tens
     return model
 
 
+def home_relative(path: Path | str) -> str:
+    """``path`` shown as ``~/...`` when it lies under the home folder (messages, notebook outputs)."""
+    path, home = Path(path), Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
 def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]:
     """torchvision's ``VGG16_Weights.IMAGENET1K_V1`` state_dict, from the torch hub cache.
 
@@ -400,9 +406,7 @@ def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     if not path.is_file():
         if not download:
-            home = Path.home()
-            shown = f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
-            raise FileNotFoundError(f"ImageNet VGG16 weights not found at {shown}: pass download=True on a machine "
+            raise FileNotFoundError(f"ImageNet VGG16 weights not found at {home_relative(path)}: pass download=True on a machine "
                                     "with internet (528 MB), or train from random initialisation")
         return weights.get_state_dict(progress=True)
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,7 +1,8 @@
 """``python -m deeplab_lessons.train``: the command line over :class:`TrainConfig` and the engine.
 
 Every :class:`TrainConfig` field is an option (``--help`` lists them with their defaults);
-``--paper`` starts from the GPU / paper-sized settings instead of the CPU lesson run.
+``--paper`` starts from the model's published recipe, ``--profile gpu`` (or smoke, cpu, paper) from a
+lesson profile's run, instead of the CPU lesson run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 from typing import Sequence
 
+from deeplab_lessons import config
 from deeplab_lessons.data.palette import VOC_CLASSES
 
 from .engine import dist_env, train
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m deeplab_lessons.train --model largefov --iters 600 --out runs/cpu\n"
                "  python -m deeplab_lessons.train --paper --data ~/VOCdevkit/VOC2012 --train-split trainaug "
                "--model aspp-l --out runs/aspp-l\n"
+               "  python -m deeplab_lessons.train --profile gpu --out runs/gpu   # lesson 05's GPU run (minutes)\n"
                "  python -m deeplab_lessons.train --paper --model v3 --dry-run   # what it would run, as JSON\n"
                "  python -m deeplab_lessons.train --out runs/cpu --resume      # continue after an interruption\n"
                "  torchrun --nproc_per_node 2 -m deeplab_lessons.train --out runs/ddp   # one process per GPU/CPU share")
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from the model's published recipe (TrainConfig.paper: v1's step schedule, "
                              "v2's poly at crop 321 / batch 10, v3's crop 513 / batch 16 / lr 0.007 / output "
                              "stride 16 -> 8; full width, ImageNet weights) instead of the CPU lesson run")
+    parser.add_argument("--profile", choices=list(config.PROFILES), default=None,
+                        help="start from a lesson profile's run (TrainConfig.from_settings: smoke, cpu, gpu, "
+                             "paper) instead of the CPU lesson run; options given alongside override it")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved settings as JSON and exit without training")
     for f in dataclasses.fields(TrainConfig):
@@ -67,9 +73,14 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def config_from_namespace(namespace: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed arguments (``--paper`` and ``--dry-run`` are not fields)."""
     args = dict(vars(namespace))
-    paper = args.pop("paper")
+    paper, profile = args.pop("paper"), args.pop("profile")
     args.pop("dry_run")
     given = {k: v for k, v in args.items() if v is not None}
+    if paper and profile:
+        raise ValueError("give --paper or --profile, not both (--profile paper is the published recipe at the "
+                         "paper profile's sizes)")
+    if profile:
+        return TrainConfig.from_settings(config.PROFILES[profile], **given)
     if paper:
         return TrainConfig.paper(given.pop("model", "largefov"), **given)
     return TrainConfig(**given)

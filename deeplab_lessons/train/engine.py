@@ -31,7 +31,7 @@ from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.data.sampling import AugmentedSamples, SampleStream
 from deeplab_lessons.data.transforms import train_transforms
 from deeplab_lessons.data.voc import VOCSegmentation
-from deeplab_lessons.inference import at_output_stride, evaluate, output_stride_of
+from deeplab_lessons.inference import at_output_stride, autocast_dtype, evaluate, output_stride_of
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import classifier_parameters, normalize
 from deeplab_lessons.models.norm import freeze_batchnorm
@@ -122,15 +122,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def train_step(net: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, output_stride: int, amp: bool,
-               label_target: str = "upsample") -> torch.Tensor:
+               scaler: torch.amp.GradScaler, output_stride: int, amp_dtype: torch.dtype | None,
+               label_target: str = "upsample", channels_last: bool = False) -> torch.Tensor:
     """One optimizer step on a batch; returns the (detached) loss.
 
     The loss of :func:`.loss.segmentation_loss` on the logits, summed over every output a model
     returns in training (v2's MSC: the fused map and each scale's, ``{"out": ..., "scales": [...]}``).
+    ``amp_dtype``: CUDA autocast to that type (``None``: full precision); the loss is taken in float32.
     """
-    with torch.autocast("cuda", enabled=amp):
-        out = net(normalize(images))
+    x = normalize(images)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
+        out = net(x)
     outputs = [out["out"], *out.get("scales", [])] if isinstance(out, dict) else [out]
     loss = sum(segmentation_loss(o.float(), targets, output_stride, label_target) for o in outputs)
     optimizer.zero_grad(set_to_none=True)
@@ -138,6 +142,31 @@ def train_step(net: nn.Module, images: torch.Tensor, targets: torch.Tensor, opti
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
+
+
+#: Iterations timed (after the first, which pays for warm-up) before the trainer projects the run's duration.
+PROJECT_AFTER = 5
+
+
+def projection(seconds: float, steps: int, total: int) -> float:
+    """Projected seconds for ``total`` iterations when ``steps`` of them took ``seconds``."""
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    return seconds / steps * total
+
+
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"3.2 min"`` or ``"2.5 h"``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def budget_warning(projected_seconds: float, budget_minutes: float | None, factor: float = 2.0) -> str | None:
+    """A warning when the projection exceeds ``factor`` times the budget; ``None`` within it or without one."""
+    if budget_minutes is None or projected_seconds <= factor * budget_minutes * 60:
+        return None
+    return (f"this run projects to {format_duration(projected_seconds)}, far beyond its budget of about "
+            f"{budget_minutes:g} min: interrupt it (the kernel's stop button) and lower the iterations, or pick a "
+            "lighter profile (DEEPLAB_PROFILE=cpu or gpu); a run with out= resumes from last.pt")
 
 
 def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, amp: bool, world: int) -> dict:
@@ -198,13 +227,17 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         raise ValueError(f"num_classes={cfg.num_classes} but the data set has {train_set.num_classes} classes")
     torch.manual_seed(cfg.seed)
     model = cfg.build().to(device)
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype() if amp else None
     frozen = pretrained_backbone(model) if (
         (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn) else None
     if cfg.freeze_bn and frozen is None:
         warnings.warn(f"freeze_bn=True: model {cfg.model!r} has no pretrained backbone with BatchNorm (only the v3/v3+ "
                       "ResNets have one); nothing is frozen", stacklevel=2)
     optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)   # bfloat16 needs no scaling
     out = Path(cfg.out) if cfg.out else None
     last_path = out / "last.pt" if out else None
     start, history = 0, {"iteration": [], "loss": [], "lr": [], "eval_iteration": [], "mean_iou": []}
@@ -220,9 +253,10 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     loader = torch.utils.data.DataLoader(
         samples, batch_sampler=SampleStream(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world),
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator(),
-        persistent_workers=False)
+        prefetch_factor=4 if cfg.num_workers else None)
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, list(range(rank, len(val_set), world))),
-                                             batch_size=1, num_workers=cfg.num_workers, generator=torch.Generator())
+                                             batch_size=1, num_workers=cfg.num_workers, generator=torch.Generator(),
+                                             pin_memory=device.type == "cuda")
 
     def evaluate_now(iteration: int) -> dict:
         scores = score(model, val_loader, cfg, device, amp, world)
@@ -244,8 +278,20 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         lr = cfg.lr_at(iteration)
         set_lr(optimizer, lr)
         loss_sum += train_step(net, images.to(device, non_blocking=True), targets.to(device, non_blocking=True),
-                               optimizer, scaler, output_stride_of(model), amp, cfg.label_target)
+                               optimizer, scaler, output_stride_of(model), amp_dtype, cfg.label_target, channels_last)
         iteration += 1
+        if iteration == start + 1:
+            timed_from = time.perf_counter()
+        elif iteration == start + 1 + PROJECT_AFTER and rank == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            projected = projection(time.perf_counter() - timed_from, PROJECT_AFTER, stop - start)
+            if cfg.progress:
+                bar.write(f"projected: {stop - start} iterations in about {format_duration(projected)} "
+                          f"(evaluations not included)")
+            message = budget_warning(projected, cfg.budget_minutes)
+            if message:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
         steps_in_window += 1
         log_now = iteration % cfg.log_every == 0 or iteration == stop
         save_now = last_path is not None and rank == 0 and (

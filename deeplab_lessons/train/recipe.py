@@ -29,8 +29,8 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Everything that defines a training run; the defaults are the CPU lesson run.
 
-    :meth:`from_settings` fills in the GPU-sized values (paper settings) from
-    :func:`deeplab_lessons.config.lesson_settings`. Units: pixels for sizes, iterations
+    :meth:`from_settings` sizes a run by a profile of :func:`deeplab_lessons.config.lesson_settings`
+    (smoke, cpu, gpu, paper); :meth:`paper` is a model's published recipe. Units: pixels for sizes, iterations
     (= optimizer steps) for schedules, learning rates per unit of loss.
     """
 
@@ -74,7 +74,10 @@ class TrainConfig:
                                       "v1/v2's fc6 and fc7, the papers'); 0 for the short CPU run")
     freeze_bn: bool | None = _opt(None, "keep the ImageNet ResNet backbone's BatchNorm fixed (v3/v3+; new layers "
                                         "always train; VGG has none); unset: when pretrained and batch < 16")
-    amp: bool | None = _opt(None, "mixed precision; unset: on with CUDA, off on CPU")
+    amp: bool | None = _opt(None, "mixed precision on CUDA: bfloat16 where the GPU has it, else float16 with a "
+                                  "gradient scaler; unset: on with CUDA (never on the CPU)")
+    channels_last: bool | None = _opt(None, "channels-last (NHWC) memory format for the model and batches (faster "
+                                            "convolutions on tensor-core GPUs); unset: on with CUDA")
     num_workers: int = _opt(0, "DataLoader worker processes (0: load in the training process)")
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     deterministic: bool = _opt(True, "torch.use_deterministic_algorithms during the run")
@@ -89,6 +92,8 @@ class TrainConfig:
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: config.device(); cuda:LOCAL_RANK under torchrun)")
     log_every: int = _opt(10, "iterations between loss/LR updates of the progress bar and history")
     progress: bool = _opt(True, "show a progress bar (loss, LR, ETA)")
+    budget_minutes: float | None = _opt(None, "the run's expected duration: after its first iterations the trainer "
+                                              "projects the whole run and warns when that exceeds twice this")
 
     def __post_init__(self) -> None:
         self.eval_scales = tuple(float(s) for s in self.eval_scales)
@@ -142,20 +147,37 @@ class TrainConfig:
 
     @classmethod
     def from_settings(cls, settings: config.LessonSettings | None = None, **overrides: Any) -> "TrainConfig":
-        """The lesson run sized by ``config.lesson_settings()`` (CPU: the defaults; GPU: the papers').
+        """The lesson run of a profile (default: ``config.lesson_settings()``, the active one).
 
-        On the CPU scale width, crop, batch and workers come from the settings and the rest are
-        this class's defaults (sized for 3 minutes on 2 cores from random initialisation:
-        BatchNorm, looks-linear init, AdamW, no dropout). On the GPU scale the model's published
-        recipe applies (:meth:`paper`). ``overrides`` replace any field.
+        ``smoke``, ``cpu`` and ``gpu`` train from random initialisation (BatchNorm, looks-linear or
+        zero-residual init, AdamW, no dropout: this class's defaults) at the profile's width, crop,
+        batch, iterations, workers, mixed precision and memory format. ``paper`` is the model's
+        published recipe (:meth:`paper`) at the settings' sizes; when its ImageNet weights are not
+        on this machine it warns and trains the random-initialisation recipe instead (same sizes),
+        rather than stopping. ``overrides`` replace any field.
         """
         s = settings if settings is not None else config.lesson_settings()
-        if s.scale == "gpu":
-            return cls.paper(overrides.pop("model", "largefov"), **overrides)
-        values: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
-                                  "num_workers": s.num_workers}
-        values.update(overrides)
-        return cls(**values)
+        sizes: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
+                                 "iterations": s.iterations, "num_workers": s.num_workers}
+        speed: dict[str, Any] = {"amp": s.amp or None, "channels_last": s.channels_last or None}
+        model = overrides.get("model", cls.model)
+        if s.profile == "paper":
+            from deeplab_lessons.models.registry import imagenet_weights_cached, imagenet_weights_file
+            from deeplab_lessons.models.vgg import home_relative
+
+            wanted = overrides.get("pretrained", s.pretrained)
+            if not wanted or imagenet_weights_cached(model) or model not in MODEL_FAMILY:
+                return cls.paper(model, **{**sizes, **speed, "pretrained": wanted and model in MODEL_FAMILY,
+                                           **overrides})
+            import warnings
+
+            where = imagenet_weights_file(model)
+            warnings.warn(f"profile 'paper': no ImageNet weights for {model!r} on this machine"
+                          f"{f' ({home_relative(where)})' if where else ''}; training from random initialisation with BatchNorm + "
+                          "AdamW at the paper's sizes instead. Download them once on a machine with internet "
+                          "(build_model(..., pretrained=True)) to train the published recipe.", stacklevel=2)
+            overrides = {k: v for k, v in overrides.items() if k != "pretrained"}
+        return cls(**{**sizes, **speed, **overrides})
 
     @classmethod
     def paper(cls, model: str = "largefov", **overrides: Any) -> "TrainConfig":
