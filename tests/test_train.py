@@ -226,3 +226,22 @@ def test_two_process_ddp_run_on_cpu(voc, tmp_path):
     # each rank scored half of the val set; the reduced matrix equals one process scoring all of it
     single = evaluate(load_model(out / "model.pt", device="cpu"), VOCSegmentation(voc, "val"))
     assert state["metrics"]["mean_iou"] == pytest.approx(single["mean_iou"])
+
+
+def test_lesson_model_prefers_the_profiles_own_lesson_05_run(voc, tmp_path, monkeypatch):
+    from deeplab_lessons.train import LESSON_CHECKPOINT, lesson_model
+
+    monkeypatch.delenv("DEEPLAB_TEST", raising=False)
+    small_gpu = config.LessonSettings(**{**config.GPU_SETTINGS.as_dict(), "width": 0.125, "crop_size": 48,
+                                         "batch_size": 2, "iterations": 2, "live_iterations": 2, "num_workers": 0})
+    cfg = TrainConfig.from_settings(small_gpu, data=str(voc), out=str(tmp_path / "run"), progress=False)
+    train(cfg)
+    model, why = lesson_model(small_gpu, "cpu", run=tmp_path / "run")
+    assert model.train_config.width == 0.125 and "lesson 05's gpu-profile run (2 iterations" in why
+    # another profile's run is not taken for this one: the shipped checkpoint is
+    other = config.LessonSettings(**{**small_gpu.as_dict(), "iterations": 3})
+    model, why = lesson_model(other, "cpu", run=tmp_path / "run")
+    assert why.startswith("the shipped CPU checkpoint") and "run lesson 05 under the gpu profile" in why
+    assert model.train_config.width == torch.load(LESSON_CHECKPOINT, weights_only=True)["config"]["width"]
+    model, why = lesson_model(config.CPU_SETTINGS, "cpu", run=tmp_path / "run")      # the CPU path: always shipped
+    assert why.startswith("the shipped CPU checkpoint") and "profile" not in why

@@ -35,18 +35,20 @@ augmentation are a function of the seed and the sample's position in the run), s
 continues a run exactly where its last checkpoint left it.
 """
 
-from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, load_checkpoint, load_model, plain_metrics, run_state,
-                         save_checkpoint, write_atomically)
+from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, LESSON_RUN, lesson_model, load_checkpoint, load_model,
+                         plain_metrics, run_state, save_checkpoint, write_atomically)
 from .cli import build_parser, config_from_args, main
-from .engine import TrainResult, build_optimizer, deterministic, dist_env, resume, score, set_lr, train, train_step
+from .engine import (TrainResult, budget_warning, build_optimizer, deterministic, dist_env, format_duration, projection,
+                     resume, score, set_lr, train, train_step)
 from .loss import segmentation_loss, shrink_labels
 from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr, step_lr
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "load_checkpoint", "load_model", "plain_metrics", "run_state",
+    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "LESSON_RUN", "lesson_model", "load_checkpoint", "load_model", "plain_metrics", "run_state",
     "save_checkpoint", "write_atomically",
     "build_parser", "config_from_args", "main",
-    "TrainResult", "build_optimizer", "deterministic", "dist_env", "resume", "score", "set_lr", "train", "train_step",
+    "TrainResult", "budget_warning", "build_optimizer", "deterministic", "dist_env", "format_duration", "projection",
+    "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",
     "LR_POLICIES", "PAPER_RECIPES", "RUN_FIELDS", "TrainConfig", "poly_lr", "step_lr",
 ]

@@ -27,6 +27,9 @@ CHECKPOINT_FORMAT = "deeplab_lessons.train/1"
 #: embedded set; ``load_model(LESSON_CHECKPOINT)`` returns it (README, "Training", says how it was made).
 LESSON_CHECKPOINT = config.REPO_ROOT / "checkpoints" / "largefov_cpu.pt"
 
+#: Where lesson 05 writes its run (``last.pt`` while it trains, ``model.pt`` once it has run to the end).
+LESSON_RUN = config.REPO_ROOT / "runs" / "05_training_on_voc"
+
 
 def write_atomically(path: Path | str, write: Callable[[IO], None], binary: bool = True) -> Path:
     """Call ``write(handle)`` on a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``.
@@ -88,6 +91,37 @@ def load_model(path: Path | str, device: torch.device | str | None = None) -> nn
     model.train_config = cfg
     model.checkpoint_metrics = state.get("metrics", {})
     return model.to(device if device is not None else config.device()).eval()
+
+
+def lesson_model(settings: config.LessonSettings | None = None, device: torch.device | str | None = None,
+                 run: Path | str = LESSON_RUN) -> tuple[nn.Module | None, str]:
+    """The trained LargeFOV lessons 06 and 07 start from, and a sentence saying which one it is.
+
+    Under the ``gpu`` and ``paper`` profiles, lesson 05's finished run of the same profile
+    (``run/model.pt`` whose width, crop, batch and iterations are the profile's) when it is there;
+    otherwise the shipped CPU checkpoint (:data:`LESSON_CHECKPOINT`: the ``cpu`` profile's run,
+    2,000 iterations); ``(None, reason)`` when neither exists (the caller trains a short run).
+    """
+    from .recipe import TrainConfig
+
+    settings = settings if settings is not None else config.lesson_settings()
+    candidate = Path(run) / "model.pt"
+    if settings.profile in ("gpu", "paper") and not settings.quick and candidate.is_file():
+        wanted = TrainConfig.from_settings(settings)
+        stored = TrainConfig.from_dict(load_checkpoint(candidate)["config"])
+        keys = ("model", "width", "crop_size", "batch_size", "iterations")
+        if all(getattr(stored, k) == getattr(wanted, k) for k in keys):
+            model = load_model(candidate, device)
+            return model, (f"lesson 05's {settings.profile}-profile run ({stored.iterations} iterations, width "
+                           f"{stored.width:g}, {stored.crop_size} px crops)")
+    if LESSON_CHECKPOINT.is_file():
+        model = load_model(LESSON_CHECKPOINT, device)
+        cfg = model.train_config
+        note = "" if settings.profile in ("smoke", "cpu") else \
+            f" (run lesson 05 under the {settings.profile} profile to use a {settings.profile}-sized model here)"
+        return model, (f"the shipped CPU checkpoint ({cfg.iterations} iterations, width {cfg.width:g}, "
+                       f"{cfg.crop_size} px crops){note}")
+    return None, f"no trained model: neither {candidate.name} in lesson 05's run folder nor the shipped checkpoint"
 
 
 def run_state(cfg: TrainConfig, model: nn.Module, iteration: int, history: dict, metrics: dict,

@@ -165,16 +165,21 @@ class TrainConfig:
             from deeplab_lessons.models.registry import imagenet_weights_cached, imagenet_weights_file
             from deeplab_lessons.models.vgg import home_relative
 
-            wanted = overrides.get("pretrained", s.pretrained)
-            if not wanted or imagenet_weights_cached(model) or model not in MODEL_FAMILY:
-                return cls.paper(model, **{**sizes, **speed, "pretrained": wanted and model in MODEL_FAMILY,
-                                           **overrides})
+            wanted = overrides.get("pretrained", s.pretrained) and model in MODEL_FAMILY
+            width = overrides.get("width", s.width)
+            problem = None
+            if wanted and width != 1.0:
+                problem = f"ImageNet weights fit the full-width network only, not width {width:g}"
+            elif wanted and not imagenet_weights_cached(model):
+                where = imagenet_weights_file(model)
+                problem = f"no ImageNet weights for {model!r} on this machine" + (
+                    f" ({home_relative(where)})" if where else "")
+            if problem is None:
+                return cls.paper(model, **{**sizes, **speed, "pretrained": wanted, **overrides})
             import warnings
 
-            where = imagenet_weights_file(model)
-            warnings.warn(f"profile 'paper': no ImageNet weights for {model!r} on this machine"
-                          f"{f' ({home_relative(where)})' if where else ''}; training from random initialisation with BatchNorm + "
-                          "AdamW at the paper's sizes instead. Download them once on a machine with internet "
+            warnings.warn(f"profile 'paper': {problem}; training from random initialisation with BatchNorm + AdamW "
+                          "at the profile's sizes instead. Download the weights once on a machine with internet "
                           "(build_model(..., pretrained=True)) to train the published recipe.", stacklevel=2)
             overrides = {k: v for k, v in overrides.items() if k != "pretrained"}
         return cls(**{**sizes, **speed, **overrides})
