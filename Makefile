@@ -13,7 +13,7 @@ LAB_IP  ?= 127.0.0.1
 LAB_PORT ?= 8888
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: help setup data lab run notebooks test test-unit test-notebooks bench clean
+.PHONY: help setup data lab run notebooks book test test-unit test-notebooks bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -47,9 +47,16 @@ run: data  ## execute every notebook headless into build/ (executed .ipynb + HTM
 notebooks: data  ## re-execute the notebooks in place, so the committed outputs are fresh
 	$(PY) tools/run_notebooks.py --inplace $(NB)
 
-test: test-unit test-notebooks  ## unit tests, then every notebook executed and checked with nbval
+book: setup  ## the committed notebooks as a website in build/book/ (Jupyter Book; outputs as committed, not re-executed)
+	@rm -rf build/book-src build/book build/book-out && mkdir -p build/book-src/notebooks
+	@cp book/_config.yml book/_toc.yml build/book-src/ && cp notebooks/*.ipynb build/book-src/notebooks/
+	$(VENV)/bin/jupyter-book build build/book-src --path-output build/book-out -W -n --keep-going
+	@mv build/book-out/_build/html build/book && rm -rf build/book-out build/book-src
+	@echo "book: open build/book/index.html"
 
-test-unit: setup  ## unit tests only (tests/, browser tests included when Chromium is installed)
+test: test-unit test-notebooks  ## unit tests (and the book), then every notebook executed and checked with nbval
+
+test-unit: setup book  ## unit tests only (tests/, browser tests of the lessons and the book when Chromium is installed)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
 
 test-notebooks: data  ## execute every notebook with nbval (NB=notebooks/05_*.ipynb for one)
