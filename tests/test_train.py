@@ -86,7 +86,8 @@ def test_profiles_size_the_lesson_run_and_only_paper_is_the_published_recipe(mon
     stand_in.write_bytes(b"")                       # only its presence is read here
     paper = TrainConfig.from_settings(config.PAPER_SETTINGS)
     assert (paper.pretrained, paper.norm, paper.optimizer, paper.lr, paper.lr_policy) == (True, "none", "sgd", 1e-3, "step")
-    assert paper.iterations == config.PAPER_SETTINGS.iterations
+    assert (paper.iterations, paper.batch_size, paper.crop_size) == (6000, 20, 321)   # LargeFOV's own schedule
+    assert fallback.iterations == 6000 and fallback.batch_size == 20
 
 
 def test_projection_and_budget_warning():

@@ -197,3 +197,17 @@ def test_dataset_download_flag(served_archive, tmp_path, monkeypatch):
         VOCSegmentation(target, "val")
     ds = VOCSegmentation(target, "val", download=True)
     assert len(ds) == 2 and ds.root == target / "VOCdevkit" / "VOC2012"
+
+
+def test_image_batches_keep_order_and_never_mix_sizes():
+    from deeplab_lessons.data import image_batches
+
+    shapes = [(3, 4, 5), (3, 4, 5), (3, 4, 5), (3, 6, 5), (3, 4, 5)]
+    data = [(torch.full(s, k, dtype=torch.uint8), torch.full(s[1:], k, dtype=torch.int64)) for k, s in enumerate(shapes)]
+    batches = list(image_batches(data, 5, batch_size=2))
+    assert [b[0].shape[0] for b in batches] == [2, 1, 1, 1]               # 0-1 | 2 | 3 (other size) | 4
+    assert torch.cat([b[0][:, 0, 0, 0] for b in batches]).tolist() == [0, 1, 2, 3, 4]
+    assert [b[1].shape[1:] for b in batches][2] == (6, 5)
+    assert len(list(image_batches(data, 3, batch_size=8))) == 1 and not list(image_batches(data, 0, 4))
+    with pytest.raises(ValueError, match="batch_size"):
+        list(image_batches(data, 2, 0))

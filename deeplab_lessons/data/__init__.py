@@ -6,13 +6,13 @@ from .sampling import AugmentedSamples, SampleStream, sample_seed
 from .synthetic import (ensure_embedded_voc, make_synthetic_voc, save_palette_png, synthesize_image,
                         synthesize_scene)
 from .transforms import IMAGE_MEAN_UINT8, Compose, RandomCrop, RandomHorizontalFlip, RandomScale, train_transforms
-from .voc import VOCSegmentation, download_voc, prepare_trainaug, rgb_to_labels
+from .voc import VOCSegmentation, download_voc, image_batches, prepare_trainaug, rgb_to_labels
 
 __all__ = [
     "ColourLookup",
     "IGNORE_INDEX", "VOC_CLASSES", "VOC_PALETTE", "colorize",
     "AugmentedSamples", "SampleStream", "sample_seed",
     "ensure_embedded_voc", "make_synthetic_voc", "save_palette_png", "synthesize_image", "synthesize_scene",
-    "VOCSegmentation", "download_voc", "prepare_trainaug", "rgb_to_labels",
+    "VOCSegmentation", "download_voc", "image_batches", "prepare_trainaug", "rgb_to_labels",
     "IMAGE_MEAN_UINT8", "Compose", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "train_transforms",
 ]

@@ -292,3 +292,24 @@ class VOCSegmentation(torch.utils.data.Dataset):
         if self.transforms is not None:
             image_t, mask_t = self.transforms(image_t, mask_t)
         return image_t, mask_t
+
+
+def image_batches(dataset, count: int, batch_size: int):
+    """The first ``count`` samples of ``dataset`` as batches ``(images [B, 3, H, W] uint8, targets [B, H, W])``
+    of up to ``batch_size`` consecutive images of one size (real VOC mixes sizes; the embedded set does not).
+
+    Whole images, unpadded: what a batched evaluation or a batched CRF (lessons 06, 07) needs.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images: list = []
+    targets: list = []
+    for index in range(min(count, len(dataset))):
+        image, target = dataset[index]
+        if images and (len(images) == batch_size or image.shape != images[0].shape):
+            yield torch.stack(images), torch.stack(targets)
+            images, targets = [], []
+        images.append(image)
+        targets.append(target)
+    if images:
+        yield torch.stack(images), torch.stack(targets)

@@ -152,9 +152,10 @@ class TrainConfig:
         ``smoke``, ``cpu`` and ``gpu`` train from random initialisation (BatchNorm, looks-linear or
         zero-residual init, AdamW, no dropout: this class's defaults) at the profile's width, crop,
         batch, iterations, workers, mixed precision and memory format. ``paper`` is the model's
-        published recipe (:meth:`paper`) at the settings' sizes; when its ImageNet weights are not
-        on this machine it warns and trains the random-initialisation recipe instead (same sizes),
-        rather than stopping. ``overrides`` replace any field.
+        published recipe (:meth:`paper`: its crop, batch and schedule; at the smoke sizes under
+        tests); when its ImageNet weights are not on this machine (or the width is not 1.0) it warns
+        and trains the random-initialisation recipe at those sizes instead, rather than stopping.
+        ``overrides`` replace any field.
         """
         s = settings if settings is not None else config.lesson_settings()
         sizes: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
@@ -174,6 +175,9 @@ class TrainConfig:
                 where = imagenet_weights_file(model)
                 problem = f"no ImageNet weights for {model!r} on this machine" + (
                     f" ({home_relative(where)})" if where else "")
+            if not s.quick and model in MODEL_FAMILY:      # each model's published crop, batch and schedule
+                recipe = PAPER_RECIPES[MODEL_FAMILY[model]]
+                sizes.update({k: recipe[k] for k in ("crop_size", "batch_size", "iterations")})
             if problem is None:
                 return cls.paper(model, **{**sizes, **speed, "pretrained": wanted, **overrides})
             import warnings
