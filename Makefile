@@ -13,7 +13,7 @@ LAB_IP  ?= 127.0.0.1
 LAB_PORT ?= 8888
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: help setup data lab run notebooks book test test-unit test-notebooks bench clean
+.PHONY: help setup data lab run notebooks book test test-unit test-notebooks test-profiles bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -45,7 +45,7 @@ run: data  ## execute every notebook headless into build/ (executed .ipynb + HTM
 	$(PY) tools/run_notebooks.py --out build $(NB)
 
 notebooks: data  ## re-execute the notebooks in place, so the committed outputs are fresh
-	$(PY) tools/run_notebooks.py --inplace $(NB)
+	$(PY) tools/run_notebooks.py --inplace --record results/notebook_times.json $(NB)
 
 book: setup  ## the committed notebooks as a website in build/book/ (Jupyter Book; outputs as committed, not re-executed)
 	@rm -rf build/book-src build/book build/book-out && mkdir -p build/book-src/notebooks
@@ -54,10 +54,13 @@ book: setup  ## the committed notebooks as a website in build/book/ (Jupyter Boo
 	@mv build/book-out/_build/html build/book && rm -rf build/book-out build/book-src
 	@echo "book: open build/book/index.html"
 
-test: test-unit test-notebooks  ## unit tests (and the book), then every notebook executed and checked with nbval
+test: test-unit test-notebooks test-profiles  ## unit tests (and the book), every notebook with nbval, then under each profile
 
 test-unit: setup book  ## unit tests only (tests/, browser tests of the lessons and the book when Chromium is installed)
-	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests --ignore=tests/test_profile_notebooks.py
+
+test-profiles: data  ## every notebook under the gpu and paper profiles' code paths (smoke sizes, CPU), two at a time
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest -n 2 tests/test_profile_notebooks.py
 
 test-notebooks: data  ## execute every notebook with nbval (NB=notebooks/05_*.ipynb for one)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 $(PY) -m pytest --nbval-lax --nbval-current-env \
