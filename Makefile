@@ -40,9 +40,9 @@ lab: data  ## open JupyterLab on notebooks/ (prints the URL; no browser on a hea
 	echo "JupyterLab: open the http://$(LAB_IP):$(LAB_PORT)/lab?token=... URL printed below (Ctrl-C stops it)"; \
 	$(VENV)/bin/jupyter lab --ip=$(LAB_IP) --port=$(LAB_PORT) $$nb $$root --notebook-dir=notebooks
 
-run: data  ## execute every notebook headless into build/ (executed .ipynb + HTML)
+run: data  ## execute every notebook headless into build/ (executed .ipynb + HTML), recording their run times
 	@mkdir -p build
-	$(PY) tools/run_notebooks.py --out build $(NB)
+	$(PY) tools/run_notebooks.py --out build --record results/notebook_times.json $(NB)
 
 notebooks: data  ## re-execute the notebooks in place, so the committed outputs are fresh
 	$(PY) tools/run_notebooks.py --inplace --record results/notebook_times.json $(NB)

@@ -57,3 +57,36 @@ def test_lesson_ends_with_what_you_saw_and_checked_exercises(lesson):
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
 def test_no_lesson_mentions_the_notes_it_was_made_from(lesson):
     assert "seed note" not in lesson.read_text().lower()
+
+
+def _tool(name: str):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recorded_run_times_are_in_the_readme_and_within_the_stated_budgets():
+    from deeplab_lessons.config import LESSON_MINUTES
+
+    run_notebooks = _tool("run_notebooks")
+    recorded = json.loads((ROOT / "results" / "notebook_times.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert run_notebooks.updated_readme(readme, recorded) == readme, "run tools/run_notebooks.py --record again"
+    measured = {key.split(" | ")[0]: run["seconds"] for key, run in recorded["runs"].items()}
+    assert set(measured["cpu"]) == {p.stem for p in LESSONS}, "every lesson timed on the CPU"
+    for profile, seconds in measured.items():
+        for lesson, value in seconds.items():
+            budget = LESSON_MINUTES[lesson][profile]
+            assert value <= 60 * budget, f"{lesson} took {value / 60:.1f} min under {profile}, budget {budget} min"
+
+
+def test_every_lesson_shows_its_budget_in_its_first_code_cell():
+    for lesson in LESSONS:
+        first = next(c for c in _cells(lesson) if c["cell_type"] == "code")
+        shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in first.get("outputs", []))
+        assert "Expected run time of this lesson, per profile" in shown, lesson.name
