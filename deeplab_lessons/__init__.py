@@ -9,7 +9,7 @@ that no import runs in a circle and no private name crosses modules).
 - :mod:`deeplab_lessons.metrics` — mIoU from one confusion matrix
 - :mod:`deeplab_lessons.models` — DeepLab v1/v2/v3/v3+, models by name (``build_model``)
 - :mod:`deeplab_lessons.data` — PASCAL VOC 2012 reader, the embedded set, augmentation, sampling
-- :mod:`deeplab_lessons.config` — paths, device and thread choice, CPU- vs GPU-sized lesson settings
+- :mod:`deeplab_lessons.config` — paths, device and thread choice, the lesson profiles (smoke, cpu, gpu, paper)
 - :mod:`deeplab_lessons.inference` — probabilities, labels, multi-scale + flip, ``evaluate``
 - :mod:`deeplab_lessons.train` — the recipe, the engine, checkpoints and the CLI (lesson 05)
 - :mod:`deeplab_lessons.crf` — the fully connected CRF (lesson 06)

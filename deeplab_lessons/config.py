@@ -105,6 +105,19 @@ class LessonSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def scale(self) -> str:
+        """Deprecated name of :attr:`profile` (``"cpu"``/``"gpu"`` in earlier versions)."""
+        warnings.warn("LessonSettings.scale is now LessonSettings.profile", FutureWarning, stacklevel=2)
+        return self.profile
+
+    def for_live_runs(self) -> "LessonSettings":
+        """The sizes of a lesson's short live training (lessons 06, 07): the profile's own, except under
+        ``paper``, where they are the ``gpu`` profile's: only lesson 05 trains a published schedule."""
+        if self.profile != "paper":
+            return self
+        return GPU_SETTINGS.smoke_sized() if self.quick else GPU_SETTINGS
+
     def smoke_sized(self) -> "LessonSettings":
         """This profile's code path at the smoke sizes (what ``make test`` executes for every profile)."""
         sizes = {k: getattr(SMOKE_SETTINGS, k) for k in SMOKE_SIZE_FIELDS}

@@ -58,10 +58,15 @@ def at_output_stride(model: nn.Module, stride: int | None, name: str = "this mod
         model.set_output_stride(previous)
 
 
-def autocast_dtype() -> torch.dtype:
-    """The mixed-precision type on this machine's GPU: ``bfloat16`` where CUDA supports it (Ampere and
-    newer: no gradient scaling needed), else ``float16`` (T4, V100: the trainer adds a gradient scaler)."""
-    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+def autocast_dtype(device: torch.device | str | None = None) -> torch.dtype:
+    """The mixed-precision type for a CUDA ``device`` (default: the current one): ``bfloat16`` where the
+    card computes it natively (compute capability 8.0 on: A100, L4, H100; no gradient scaling needed),
+    else ``float16`` (T4, V100: the trainer adds a gradient scaler). ``torch.cuda.is_bf16_supported()``
+    alone is not the test: it also says yes where bfloat16 is only emulated, slowly."""
+    if not torch.cuda.is_available():
+        return torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 @torch.no_grad()
@@ -100,7 +105,8 @@ def predict_proba(model: nn.Module, images: torch.Tensor, scales: Sequence[float
             xs = x if size == (height, width) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             for mirrored in ((False, True) if flip else (False,)):
                 inp = xs.flip(-1) if mirrored else xs
-                with torch.autocast("cuda", dtype=autocast_dtype(), enabled=amp and x.is_cuda):
+                with torch.autocast("cuda", dtype=autocast_dtype(x.device) if x.is_cuda else torch.float16,
+                                    enabled=amp and x.is_cuda):
                     logits = forward_logits(model, inp)
                 logits = upsample_logits(logits.float(), size, stride)
                 if size != (height, width):

@@ -120,3 +120,12 @@ def test_setup_cell_on_colab_enables_the_widget_manager(monkeypatch, tmp_path):
     commands, _ = run_setup_cell(monkeypatch, tmp_path, modules={"google.colab": colab,
                                                                  "google.colab.output": output})
     assert commands == [] and enabled == [True]
+
+
+def test_setup_cell_run_again_stays_in_the_clone(monkeypatch, tmp_path):
+    clone = tmp_path / "deeplab-lessons"
+    (clone / "notebooks").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("")
+    monkeypatch.chdir(clone / "notebooks")                     # where the first run left the kernel
+    commands, _ = run_setup_cell(monkeypatch, clone / "notebooks", env={"KAGGLE_KERNEL_RUN_TYPE": "Interactive"})
+    assert commands == [] and Path.cwd() == clone / "notebooks" and not (clone / "notebooks" / "deeplab-lessons").exists()

@@ -77,7 +77,7 @@ def test_recorded_run_times_are_in_the_readme_and_within_the_stated_budgets():
     recorded = json.loads((ROOT / "results" / "notebook_times.json").read_text())
     readme = (ROOT / "README.md").read_text()
     assert run_notebooks.updated_readme(readme, recorded) == readme, "run tools/run_notebooks.py --record again"
-    measured = {key.split(" | ")[0]: run["seconds"] for key, run in recorded["runs"].items()}
+    measured = {key.split(" on ")[0]: run["seconds"] for key, run in recorded["runs"].items()}
     assert set(measured["cpu"]) == {p.stem for p in LESSONS}, "every lesson timed on the CPU"
     for profile, seconds in measured.items():
         for lesson, value in seconds.items():

@@ -3,8 +3,11 @@
 ``make test``'s nbval run covers the cpu profile. Here each notebook runs with ``DEEPLAB_PROFILE=gpu``
 and ``DEEPLAB_PROFILE=paper`` (``DEEPLAB_TEST=1`` keeps the sizes at smoke), the latter twice: with
 no ImageNet weights on the machine, and with stand-in weights (a randomly initialised torchvision
-VGG16 saved where torchvision caches the real file), so every branch that looks for the weights is
-taken both ways. A lesson passes when every cell runs and every figure-drawing cell shows its figure.
+VGG16 saved where torchvision caches the real file): lesson 03 then transplants them, and the cells
+that ask ``TrainConfig.from_settings`` for the paper recipe see them (at the smoke width the recipe
+still falls back to random initialisation: the published recipe itself, at width 1.0, is tested in
+tests/test_train.py). The GPU-only branches (autocast, the batch of 8 for the CRF) need a GPU.
+A lesson passes when every cell runs and every figure-drawing cell shows its figure.
 """
 
 from __future__ import annotations

@@ -87,6 +87,16 @@ def test_profiles_size_the_lesson_run_and_only_paper_is_the_published_recipe(mon
     paper = TrainConfig.from_settings(config.PAPER_SETTINGS)
     assert (paper.pretrained, paper.norm, paper.optimizer, paper.lr, paper.lr_policy) == (True, "none", "sgd", 1e-3, "step")
     assert (paper.iterations, paper.batch_size, paper.crop_size) == (6000, 20, 321)   # LargeFOV's own schedule
+    named = TrainConfig.from_settings(config.PAPER_SETTINGS, model="aspp-l")          # a model given by name
+    assert (named.model, named.pretrained, named.iterations, named.batch_size) == ("aspp-l", True, 20000, 10)
+    control = TrainConfig.from_settings(config.PAPER_SETTINGS, model="small-field")  # no published recipe
+    assert control.model == "small-field" and not control.pretrained and control.crop_size == 321
+    assert config_from_args(["--profile", "paper", "--model", "largefov"]).pretrained
+    with pytest.warns(UserWarning, match="no ImageNet weights for 'v3'"):              # ResNet weights not cached
+        v3 = TrainConfig.from_settings(config.PAPER_SETTINGS, model="v3")
+    assert (v3.model, v3.pretrained, v3.crop_size, v3.batch_size) == ("v3", False, 513, 16)
+    live = config.PAPER_SETTINGS.for_live_runs()                                      # lessons 06/07 under paper
+    assert live == config.GPU_SETTINGS and config.CPU_SETTINGS.for_live_runs() == config.CPU_SETTINGS
     assert fallback.iterations == 6000 and fallback.batch_size == 20
 
 
@@ -107,6 +117,24 @@ def test_trainer_projects_the_run_and_warns_past_the_budget(voc, capsys):
     with pytest.warns(RuntimeWarning, match="far beyond its budget"):
         train(cfg)
     assert "projected: 8 iterations in about" in capsys.readouterr().out
+
+
+def test_autocast_dtype_is_bfloat16_only_where_the_card_computes_it(monkeypatch):
+    from deeplab_lessons.inference import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for capability, dtype in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                              ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert autocast_dtype() == dtype, capability             # T4 (7.5) and V100 (7.0) get float16 + a scaler
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert autocast_dtype() == torch.float16
+
+
+def test_loader_workers_give_the_same_run(voc):
+    """Augmentation is a function of the seed and the sample's position, not of the process that draws it."""
+    runs = [train(TrainConfig(**{**TINY, "num_workers": workers}, data=str(voc), iterations=3)) for workers in (0, 2)]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
 
 
 def test_channels_last_trains_the_same_run(voc):

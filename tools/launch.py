@@ -82,7 +82,8 @@ HOSTED = "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 
 
 def hosted_setup(run=subprocess.run):
-    clone = Path.cwd() / "{name}"
+    here = Path.cwd()
+    clone = here.parent if (here.parent / "pyproject.toml").is_file() else here / "{name}"   # a re-run: in the clone
     if not (clone / "pyproject.toml").is_file():
         run(["git", "clone", "--depth", "1", "--branch", "{branch}", REPOSITORY, str(clone)], check=True)
     missing = [pip for module, pip in (("scipy", "scipy"), ("tqdm", "tqdm"), ("PIL", "pillow"),

@@ -49,13 +49,13 @@ def machine() -> dict:
 
 
 def record(path: Path, times: dict[str, float]) -> None:
-    """Merge ``times`` into ``path`` under ``"<profile> | <device>"``."""
+    """Merge ``times`` into ``path`` under ``"<profile> on <device>"``."""
     sys.path.insert(0, str(ROOT))
     from deeplab_lessons import config
 
     data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     info = machine()
-    key = f"{config.profile_name()} | {info['device']}"
+    key = f"{config.profile_name()} on {info['device']}"
     entry = data["runs"].setdefault(key, {"seconds": {}})
     entry.update({k: v for k, v in info.items()})
     entry["seconds"].update({Path(name).stem: round(seconds, 1) for name, seconds in times.items()})
@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             html, _ = HTMLExporter().from_notebook_node(nb)
             (args.out / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
         print(f"  done in {times[str(path)]:.1f} s", flush=True)
-    if args.record:
+    every = {p.resolve() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    if args.record and {p.resolve() for p in args.notebooks} != every:
+        print(f"not recorded in {args.record}: a run of the whole series is (this ran {len(times)} of {len(every)})")
+    elif args.record:
         record(args.record, times)
         README.write_text(updated_readme(README.read_text(), json.loads(args.record.read_text())))
         print(f"recorded in {args.record} and the README's run-time table")

@@ -108,7 +108,8 @@ def resume(cfg: TrainConfig, path: Path, model: nn.Module, optimizer: torch.opti
                          f"{', '.join(f'{k}={saved.get(k)!r}' for k in differ)}; pass the same settings")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    if state["scaler"] and scaler.is_enabled():       # a float16 run's scale; CPU and bfloat16 runs keep none
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"].cpu())
     if device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), device)
@@ -165,8 +166,8 @@ def budget_warning(projected_seconds: float, budget_minutes: float | None, facto
     if budget_minutes is None or projected_seconds <= factor * budget_minutes * 60:
         return None
     return (f"this run projects to {format_duration(projected_seconds)}, far beyond its budget of about "
-            f"{budget_minutes:g} min: interrupt it (the kernel's stop button) and lower the iterations, or pick a "
-            "lighter profile (DEEPLAB_PROFILE=cpu or gpu); a run with out= resumes from last.pt")
+            f"{budget_minutes:g} min: interrupt it (the kernel's stop button) and lower the iterations or pick a "
+            "lighter profile (DEEPLAB_PROFILE; lesson 00 lists them); a run with out= resumes from last.pt")
 
 
 def score(model: nn.Module, val_loader, cfg: TrainConfig, device: torch.device, amp: bool, world: int) -> dict:
@@ -230,7 +231,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype() if amp else None
+    amp_dtype = autocast_dtype(device) if amp else None
     frozen = pretrained_backbone(model) if (
         (cfg.pretrained and cfg.batch_size < 16) if cfg.freeze_bn is None else cfg.freeze_bn) else None
     if cfg.freeze_bn and frozen is None:
@@ -270,6 +271,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)
     steps_in_window, train_seconds, iteration, good_iteration, scores = 0, 0.0, start, start, None
+    paused = 0.0                                         # seconds spent saving and evaluating
     model.train()
     if frozen is not None:
         freeze_batchnorm(frozen)
@@ -280,12 +282,13 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         loss_sum += train_step(net, images.to(device, non_blocking=True), targets.to(device, non_blocking=True),
                                optimizer, scaler, output_stride_of(model), amp_dtype, cfg.label_target, channels_last)
         iteration += 1
+        if iteration in (start + 1, start + 1 + PROJECT_AFTER) and device.type == "cuda":
+            torch.cuda.synchronize(device)
         if iteration == start + 1:
-            timed_from = time.perf_counter()
+            timed_from, paused_from = time.perf_counter(), paused
         elif iteration == start + 1 + PROJECT_AFTER and rank == 0:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            projected = projection(time.perf_counter() - timed_from, PROJECT_AFTER, stop - start)
+            busy = time.perf_counter() - timed_from - (paused - paused_from)   # evaluations and saves excluded
+            projected = projection(busy, PROJECT_AFTER, stop - start)
             if cfg.progress:
                 bar.write(f"projected: {stop - start} iterations in about {format_duration(projected)} "
                           f"(evaluations not included)")
@@ -321,6 +324,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         bar.update(1)
         if save_now or eval_now:
             train_seconds += time.perf_counter() - tick
+            pause_start = time.perf_counter()
         if save_now:
             save_checkpoint(run_state(cfg, model, iteration, history, {}, optimizer, scaler, device), last_path)
             good_iteration = iteration
@@ -333,6 +337,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                             refresh=False)
         if save_now or eval_now:
             tick = time.perf_counter()
+            paused += tick - pause_start
     train_seconds += time.perf_counter() - tick
     bar.close()
 

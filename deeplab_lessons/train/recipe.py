@@ -154,19 +154,21 @@ class TrainConfig:
         batch, iterations, workers, mixed precision and memory format. ``paper`` is the model's
         published recipe (:meth:`paper`: its crop, batch and schedule; at the smoke sizes under
         tests); when its ImageNet weights are not on this machine (or the width is not 1.0) it warns
-        and trains the random-initialisation recipe at those sizes instead, rather than stopping.
+        and trains the random-initialisation recipe at those sizes instead, rather than stopping. A
+        model without a published recipe (``small-field``, models registered at run time) gets the
+        random-initialisation recipe at the profile's sizes.
         ``overrides`` replace any field.
         """
         s = settings if settings is not None else config.lesson_settings()
         sizes: dict[str, Any] = {"width": s.width, "crop_size": s.crop_size, "batch_size": s.batch_size,
                                  "iterations": s.iterations, "num_workers": s.num_workers}
         speed: dict[str, Any] = {"amp": s.amp or None, "channels_last": s.channels_last or None}
-        model = overrides.get("model", cls.model)
-        if s.profile == "paper":
+        model = overrides.pop("model", cls.model)
+        if s.profile == "paper" and model in MODEL_FAMILY:
             from deeplab_lessons.models.registry import imagenet_weights_cached, imagenet_weights_file
             from deeplab_lessons.models.vgg import home_relative
 
-            wanted = overrides.get("pretrained", s.pretrained) and model in MODEL_FAMILY
+            wanted = overrides.get("pretrained", s.pretrained)
             width = overrides.get("width", s.width)
             problem = None
             if wanted and width != 1.0:
@@ -175,7 +177,7 @@ class TrainConfig:
                 where = imagenet_weights_file(model)
                 problem = f"no ImageNet weights for {model!r} on this machine" + (
                     f" ({home_relative(where)})" if where else "")
-            if not s.quick and model in MODEL_FAMILY:      # each model's published crop, batch and schedule
+            if not s.quick:                                  # each model's published crop, batch and schedule
                 recipe = PAPER_RECIPES[MODEL_FAMILY[model]]
                 sizes.update({k: recipe[k] for k in ("crop_size", "batch_size", "iterations")})
             if problem is None:
@@ -186,7 +188,7 @@ class TrainConfig:
                           "at the profile's sizes instead. Download the weights once on a machine with internet "
                           "(build_model(..., pretrained=True)) to train the published recipe.", stacklevel=2)
             overrides = {k: v for k, v in overrides.items() if k != "pretrained"}
-        return cls(**{**sizes, **speed, **overrides})
+        return cls(**{**sizes, **speed, **overrides, "model": model})
 
     @classmethod
     def paper(cls, model: str = "largefov", **overrides: Any) -> "TrainConfig":
