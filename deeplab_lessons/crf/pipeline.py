@@ -35,15 +35,15 @@ def downsample_image(image: torch.Tensor, size: tuple[int, int], output_stride: 
 
 
 def refine(image, logits: torch.Tensor, params: CRFParams | None = None, order: str = "upsample_first",
-           output_stride: int = 8, backend: str = "torch", device: torch.device | str | None = None) -> torch.Tensor:
+           output_stride: int = 8, backend: str = "torch") -> torch.Tensor:
     """Full-resolution class probabilities from stride-``output_stride`` logits + the CRF.
 
     ``image``: ``[H, W, 3]`` uint8 (numpy or torch); ``logits``: ``[C, h, w]`` network scores at
     ``output_stride`` (pre-softmax); returns ``[C, H, W]``. A batch of same-sized images
     (``[B, H, W, 3]`` with ``[B, C, h, w]`` logits, -> ``[B, C, H, W]``) runs as one batched mean
     field on the torch backend (one lattice per image, all images' messages in each operation:
-    the GPU path of lessons 06 and 07); the other backends take the images one by one.
-    ``device``: where the torch backend runs (default: the logits' device); the result stays there.
+    the GPU path of lessons 06 and 07); the other backends take the images one by one. The torch
+    backend runs on the logits' device and the result stays there; the others run on the CPU.
 
     ``order="upsample_first"`` upsamples the logits bilinearly
     (:func:`~deeplab_lessons.models.common.upsample_logits`), takes the softmax and runs the CRF
@@ -61,9 +61,8 @@ def refine(image, logits: torch.Tensor, params: CRFParams | None = None, order: 
     if img.dim() == 4 and img.shape[0] != logits.shape[0]:
         raise ValueError(f"{img.shape[0]} images but {logits.shape[0]} logit maps")
     if img.dim() == 4 and backend != "torch":
-        return torch.stack([refine(i, l, params, order, output_stride, backend, device) for i, l in zip(img, logits)])
-    dev = torch.device(device) if device is not None else logits.device
-    dev = dev if backend == "torch" else torch.device("cpu")
+        return torch.stack([refine(i, l, params, order, output_stride, backend) for i, l in zip(img, logits)])
+    dev = logits.device if backend == "torch" else torch.device("cpu")
     batch = logits.dim() == 4
     lg = (logits if batch else logits[None]).detach().to(dev, torch.float32)
     im = (img if batch else img[None]).to(dev)

@@ -10,11 +10,9 @@ run time (tests, experiments).
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
 from .common import classifier_parameters
@@ -22,7 +20,8 @@ from .init import looks_linear_, zero_residual_
 from .msc import MSC, unwrap_msc
 from .norm import set_norm
 from .resnet import DilatedResNet, deeplab_v3, deeplab_v3plus
-from .vgg import deeplab_v1, deeplab_v2, small_field_vgg, imagenet_vgg16_state_dict, transplant_vgg16
+from .vgg import (deeplab_v1, deeplab_v2, hub_checkpoint_path, imagenet_vgg16_state_dict, small_field_vgg,
+                  transplant_vgg16)
 
 #: name -> (builder function in deeplab_lessons.models, fixed keyword arguments, one-line description)
 MODEL_SPECS: dict[str, tuple[str, dict, str]] = {
@@ -99,7 +98,7 @@ def imagenet_weights_file(name: str) -> Path | None:
     else:
         spec = dict(inspect.signature(BUILDERS[MODEL_SPECS[name][0]]).parameters)["backbone"].default
         weights = {"resnet50": tv.ResNet50_Weights, "resnet101": tv.ResNet101_Weights}[spec].IMAGENET1K_V1
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return hub_checkpoint_path(weights)
 
 
 def imagenet_weights_cached(name: str) -> bool:

@@ -392,6 +392,12 @@ def home_relative(path: Path | str) -> str:
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
+def hub_checkpoint_path(weights) -> Path:
+    """Where torchvision caches the file of ``weights`` (a ``torchvision.models.*_Weights`` member):
+    ``$TORCH_HOME/hub/checkpoints/<file name of its URL>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
 def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]:
     """torchvision's ``VGG16_Weights.IMAGENET1K_V1`` state_dict, from the torch hub cache.
 
@@ -403,7 +409,7 @@ def imagenet_vgg16_state_dict(download: bool = False) -> dict[str, torch.Tensor]
     from torchvision.models import VGG16_Weights
 
     weights = VGG16_Weights.IMAGENET1K_V1
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    path = hub_checkpoint_path(weights)
     if not path.is_file():
         if not download:
             raise FileNotFoundError(f"ImageNet VGG16 weights not found at {home_relative(path)}: pass download=True on a machine "

@@ -271,7 +271,6 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)
     steps_in_window, train_seconds, iteration, good_iteration, scores = 0, 0.0, start, start, None
-    paused = 0.0                                         # seconds spent saving and evaluating
     model.train()
     if frozen is not None:
         freeze_batchnorm(frozen)
@@ -285,9 +284,9 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         if iteration in (start + 1, start + 1 + PROJECT_AFTER) and device.type == "cuda":
             torch.cuda.synchronize(device)
         if iteration == start + 1:
-            timed_from, paused_from = time.perf_counter(), paused
-        elif iteration == start + 1 + PROJECT_AFTER and rank == 0:
-            busy = time.perf_counter() - timed_from - (paused - paused_from)   # evaluations and saves excluded
+            timed_from = train_seconds + time.perf_counter() - tick       # the training clock: saves and evaluations
+        elif iteration == start + 1 + PROJECT_AFTER and rank == 0:       # are not on it
+            busy = train_seconds + time.perf_counter() - tick - timed_from
             projected = projection(busy, PROJECT_AFTER, stop - start)
             if cfg.progress:
                 bar.write(f"projected: {stop - start} iterations in about {format_duration(projected)} "
@@ -324,7 +323,6 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         bar.update(1)
         if save_now or eval_now:
             train_seconds += time.perf_counter() - tick
-            pause_start = time.perf_counter()
         if save_now:
             save_checkpoint(run_state(cfg, model, iteration, history, {}, optimizer, scaler, device), last_path)
             good_iteration = iteration
@@ -337,7 +335,6 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                             refresh=False)
         if save_now or eval_now:
             tick = time.perf_counter()
-            paused += tick - pause_start
     train_seconds += time.perf_counter() - tick
     bar.close()
 

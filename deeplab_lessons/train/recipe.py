@@ -9,6 +9,7 @@ rate :math:`\\mathrm{lr}_t = \\mathrm{lr}_0 (1 - t / T)^{0.9}`, the classifier a
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ from deeplab_lessons import config
 from deeplab_lessons.models.msc import check_scales
 from deeplab_lessons.models.norm import NORMS
 from deeplab_lessons.models.registry import (INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, build_model,
-                                             published_label_target)
+                                             imagenet_weights_cached, imagenet_weights_file, published_label_target)
+from deeplab_lessons.models.vgg import home_relative
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -165,9 +167,6 @@ class TrainConfig:
         speed: dict[str, Any] = {"amp": s.amp or None, "channels_last": s.channels_last or None}
         model = overrides.pop("model", cls.model)
         if s.profile == "paper" and model in MODEL_FAMILY:
-            from deeplab_lessons.models.registry import imagenet_weights_cached, imagenet_weights_file
-            from deeplab_lessons.models.vgg import home_relative
-
             wanted = overrides.get("pretrained", s.pretrained)
             width = overrides.get("width", s.width)
             problem = None
@@ -182,8 +181,6 @@ class TrainConfig:
                 sizes.update({k: recipe[k] for k in ("crop_size", "batch_size", "iterations")})
             if problem is None:
                 return cls.paper(model, **{**sizes, **speed, "pretrained": wanted, **overrides})
-            import warnings
-
             warnings.warn(f"profile 'paper': {problem}; training from random initialisation with BatchNorm + AdamW "
                           "at the profile's sizes instead. Download the weights once on a machine with internet "
                           "(build_model(..., pretrained=True)) to train the published recipe.", stacklevel=2)
