@@ -152,11 +152,32 @@ def test_relabel_changes_one_badge_and_nothing_else():
     changed, new_labels, new_objects = synthesize_scene(0, 3, size=(96, 128), relabel={0: 5})
     assert new_objects[0]["label"] == 5 and new_objects[1:] == objects[1:]
     ys, xs = np.nonzero((image != changed).any(-1))
-    bx, by = objects[0]["badge"]
-    assert len(xs) and np.all(np.hypot(xs - bx, ys - by) <= objects[0]["badge_radius"] + 1)
+    near = np.min([np.hypot(xs - bx, ys - by) for bx, by in objects[0]["badges"]], axis=0)
+    assert len(xs) and np.all(near <= objects[0]["badge_radius"] + 1)
     assert set(np.unique(new_labels[labels != new_labels]).tolist()) <= {5, 255}
     with pytest.raises(ValueError, match="relabel"):
         synthesize_scene(0, 3, size=(96, 128), relabel={0: 0})
+
+
+def test_every_body_pixel_is_within_reach_of_a_badge():
+    from deeplab_lessons.data.synthetic import BADGE_REACH, synthesize_scene
+
+    size = (192, 256)
+    several = 0
+    for index in range(30):
+        _, labels, objects = synthesize_scene(1, index, size=size, void_width=0)
+        _, _, single = synthesize_scene(1, index, size=size, void_width=0, badge_reach=None)
+        assert [len(o["badges"]) for o in single] == [1] * len(single)
+        assert [o["badge"] for o in single] == [o["badge"] for o in objects]
+        classes = [o["label"] for o in objects]
+        for obj in objects:
+            several += len(obj["badges"]) > 1
+            if classes.count(obj["label"]) > 1:
+                continue                                   # two objects of one class: pixels not attributable
+            ys, xs = np.nonzero(labels == obj["label"])
+            near = np.min([np.hypot(xs - bx, ys - by) for bx, by in obj["badges"]], axis=0)
+            assert near.max() <= max(BADGE_REACH, obj["badge_radius"]) + 1.0
+    assert several > 0                                     # large bodies do get more than one badge
 
 
 def test_colour_carries_no_class(tmp_path):

@@ -45,7 +45,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from .palette import VOC_CLASSES, VOC_PALETTE
 
 #: Bumped whenever the generator's output changes, so stale sets are regenerated.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 _SHAPES = ("ellipse", "rectangle", "triangle", "star", "blob")
 
@@ -55,6 +55,12 @@ OBJECT_RADIUS = (0.05, 0.28)
 #: Badge radius as a fraction of its body's radius, and its bounds in pixels (of a 192-px short side).
 BADGE_FRACTION = 0.5
 BADGE_PIXELS = (6.0, 16.0)
+
+#: Farthest a body pixel may be from the centre of one of its object's badges, in pixels of a 192-px
+#: short side: a body that reaches farther from its first badge gets more, each at the body pixel
+#: farthest from those placed so far. 40 px is inside the trained LargeFOV's measured reach (its
+#: predictions follow a changed badge out to about 48 px) and beyond the 51-px small field's (about 24 px).
+BADGE_REACH = 40.0
 
 #: JPEG quality of the embedded set's images.
 JPEG_QUALITY = 92
@@ -157,6 +163,25 @@ def _badge_centre(rng: np.random.Generator, inside: np.ndarray, cx: float, cy: f
     return float(bx), float(by)
 
 
+def _badge_centres(inside: np.ndarray, first: tuple[float, float], reach: float | None,
+                   margin: float) -> list[tuple[float, float]]:
+    """``first`` and, while some body pixel is farther than ``reach`` from every centre, a centre on that
+    farthest pixel, moved at most ``margin`` pixels inwards so that its badge lies inside the image."""
+    centres = [first]
+    if reach is None:
+        return centres
+    height, width = inside.shape
+    margin = min(margin, (min(height, width) - 1) / 2, reach / 2)   # the moved centre stays within reach of that pixel
+    ys, xs = np.nonzero(inside)
+    dist = np.hypot(xs - first[0], ys - first[1])
+    while dist.max() > reach:
+        k = int(np.argmax(dist))
+        x, y = float(np.clip(xs[k], margin, width - 1 - margin)), float(np.clip(ys[k], margin, height - 1 - margin))
+        centres.append((x, y))
+        dist = np.minimum(dist, np.hypot(xs - x, ys - y))
+    return centres
+
+
 def synthesize_image(seed: int, index: int, size: tuple[int, int] = (192, 256),
                      classes: tuple[int, ...] = tuple(range(1, 21)), void_width: int = 1,
                      max_objects: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +197,14 @@ def synthesize_image(seed: int, index: int, size: tuple[int, int] = (192, 256),
 def synthesize_scene(seed: int, index: int, size: tuple[int, int] = (192, 256),
                      classes: tuple[int, ...] = tuple(range(1, 21)), void_width: int = 1,
                      max_objects: int = 6, relabel: dict[int, int] | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                     badge_reach: float | None = BADGE_REACH) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """:func:`synthesize_image` plus what was drawn, and the same scene with other badges.
 
     Returns ``(image, labels, objects)``; each object is a dict with ``label``, ``centre``
-    (x, y), ``radius``, ``badge`` (x, y) and ``badge_radius`` in pixels, in drawing order.
+    (x, y), ``radius``, ``badge`` (x, y: the first badge), ``badges`` (all of them) and
+    ``badge_radius`` in pixels, in drawing order. ``badge_reach`` (pixels of a 192-px short side,
+    :data:`BADGE_REACH`) adds badges until every body pixel is that close to one; None draws one
+    badge per object, however far its body reaches (the cue experiment's probe scenes).
     ``relabel`` maps an object's position in that list to another class: its badge is drawn in
     that class's colour (and its pixels labelled so); everything else in the image is unchanged,
     pixel for pixel. The effective-receptive-field experiment uses it to change one distant cue.
@@ -225,21 +253,24 @@ def synthesize_scene(seed: int, index: int, size: tuple[int, int] = (192, 256),
         colour = _body_colour(rng) + texture + 12.0 * _smooth_noise(rng, height, width, 8)[..., None]
         image = np.where(inside[..., None], colour, image)
 
-        # The badge: a rimmed disc centred on the body's outline, in the class's colour.
+        # The badges: rimmed discs in the class's colour, the first centred on the body's outline,
+        # more where the body reaches farther than badge_reach from every badge.
         rb = float(np.clip(BADGE_FRACTION * r, *(p * short / 192 for p in BADGE_PIXELS)))
-        bx, by = _badge_centre(rng, inside, cx, cy, rb)
+        first = _badge_centre(rng, inside, cx, cy, rb)
+        centres = _badge_centres(inside, first, None if badge_reach is None else badge_reach * short / 192, rb)
         rim = min(max(1.0, rb * 0.3), rb / 2)
         outer = Image.new("L", (width, height), 0)
-        ImageDraw.Draw(outer).ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=255)
         inner = Image.new("L", (width, height), 0)
-        ImageDraw.Draw(inner).ellipse([bx - rb + rim, by - rb + rim, bx + rb - rim, by + rb - rim], fill=255)
+        for bx, by in centres:
+            ImageDraw.Draw(outer).ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=255)
+            ImageDraw.Draw(inner).ellipse([bx - rb + rim, by - rb + rim, bx + rb - rim, by + rb - rim], fill=255)
         badge, core = np.asarray(outer) > 0, np.asarray(inner) > 0
         badge_colour = np.clip(BADGE_COLOURS[label] + rng.normal(0, 6, size=3), 0, 255)
         image = np.where(badge[..., None], rng.uniform(10, 40), image)
         image = np.where(core[..., None], badge_colour + rng.normal(0, 4, size=(height, width, 3)), image)
         labels = np.where(inside | badge, label, labels).astype(np.uint8)
         objects.append({"label": label, "centre": (float(cx), float(cy)), "radius": float(r),
-                        "badge": (float(bx), float(by)), "badge_radius": rb})
+                        "badge": first, "badges": centres, "badge_radius": rb})
 
     if void_width > 0:
         k = 2 * void_width + 1

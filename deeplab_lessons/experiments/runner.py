@@ -170,7 +170,12 @@ def measure_crf(model, voc: Path, limit: int | None = None, search_images: int =
 
 def cue_scenes(voc: Path, limit: int | None = None, min_radius: float = CUE_MIN_RADIUS) -> list[tuple]:
     """For each validation scene of the embedded set: the scene and its copy with one object's
-    badge changed (every object of radius >= ``min_radius``; JPEG-compressed like the set)."""
+    badge changed (every object of radius >= ``min_radius``; JPEG-compressed like the set).
+
+    The scenes are redrawn with one badge per object (``badge_reach=None``): the set itself adds
+    badges wherever a body reaches farther than :data:`~deeplab_lessons.data.synthetic.BADGE_REACH`
+    from one, which would leave no pixel far from a cue to measure.
+    """
     marker = data_marker(voc)
     if "generator_version" not in marker:
         raise ValueError(f"{voc}: the cue experiment redraws scenes of the embedded set; it cannot run on real VOC")
@@ -179,13 +184,14 @@ def cue_scenes(voc: Path, limit: int | None = None, min_radius: float = CUE_MIN_
     scenes = []
     for i in indices:
         index = int(ds.ids[i].rsplit("_", 1)[-1])
-        image, _, objects = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]), marker["void_width"])
+        image, _, objects = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]), marker["void_width"],
+                                             badge_reach=None)
         for k, obj in enumerate(objects):
             if obj["radius"] < min(min_radius, 0.1 * min(size)):
                 continue
             new = _other_class(obj["label"])
             changed, _, _ = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]),
-                                             marker["void_width"], relabel={k: new})
+                                             marker["void_width"], relabel={k: new}, badge_reach=None)
             scenes.append((_jpeg(image), _jpeg(changed), objects, k, new))
     return scenes
 
