@@ -12,13 +12,14 @@ real thing::
 
 It is built so that the experiments of the DeepLab papers have something to measure:
 
-- **Colour carries no class.** Each image holds 1-4 objects over a textured, low-chroma
+- **Colour carries no class.** Each image holds 1-6 objects over a textured, low-chroma
   background. An object is a *body* of random shape, random saturated colour and random stripe
   texture that says nothing about its class, plus a small *badge* on its outline: a disc with
   a dark rim whose colour (:data:`BADGE_COLOURS`) names the class. The badge covers a few
   percent of the object; a per-pixel colour classifier labels the bodies at chance.
-- **Context decides.** A body pixel's class is written in the badge, up to a whole object
-  (tens of pixels) away: a network needs a field of view that reaches it.
+- **Context decides.** A body pixel's class is written in a badge up to :data:`BADGE_REACH`
+  (40 px) away: a body that reaches farther from its badge gets more badges. A network needs a
+  field of view that reaches that far, and one that does can label every pixel.
 - **Scale.** Object radii are log-uniform over a 5.6x range (:data:`OBJECT_RADIUS`).
 - **Image-level context.** Two classes, :data:`IMAGE_CUE_PAIR` (cat and dog), wear the same
   badge; the background's tint (warm or cool, the whole image) tells them apart.
