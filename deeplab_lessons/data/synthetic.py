@@ -46,7 +46,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from .palette import VOC_CLASSES, VOC_PALETTE
 
 #: Bumped whenever the generator's output changes, so stale sets are regenerated.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 _SHAPES = ("ellipse", "rectangle", "triangle", "star", "blob")
 
@@ -55,7 +55,7 @@ OBJECT_RADIUS = (0.05, 0.28)
 
 #: Badge radius as a fraction of its body's radius, and its bounds in pixels (of a 192-px short side).
 BADGE_FRACTION = 0.5
-BADGE_PIXELS = (6.0, 16.0)
+BADGE_PIXELS = (6.0, 14.0)
 
 #: Farthest a body pixel may be from the centre of one of its object's badges, in pixels of a 192-px
 #: short side: a body that reaches farther from its first badge gets more, each at the body pixel
@@ -124,10 +124,19 @@ def _badge_colours() -> np.ndarray:
 BADGE_COLOURS = _badge_colours()
 
 
+#: Least difference, in the channel where they differ most, between a body's colour and every badge
+#: colour: a body is never the colour of a badge, so no stretch of body reads as a badge of another class.
+BODY_BADGE_GAP = 40.0
+
+
 def _body_colour(rng: np.random.Generator) -> np.ndarray:
-    """A random saturated colour: any hue, saturation 0.45-0.9, value 0.45-0.95 (RGB levels)."""
-    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
-    return 255.0 * np.asarray(rgb, dtype=np.float32)
+    """A random saturated colour at least :data:`BODY_BADGE_GAP` from every badge colour: any hue,
+    saturation 0.45-0.9, value 0.45-0.95 (RGB levels), redrawn until it keeps that distance."""
+    while True:
+        rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
+        colour = 255.0 * np.asarray(rgb, dtype=np.float32)
+        if np.abs(BADGE_COLOURS[1:] - colour).max(-1).min() >= BODY_BADGE_GAP:
+            return colour
 
 
 def _stripes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
