@@ -154,6 +154,8 @@ def test_relabel_changes_one_badge_and_nothing_else():
     ys, xs = np.nonzero((image != changed).any(-1))
     near = np.min([np.hypot(xs - bx, ys - by) for bx, by in objects[0]["badges"]], axis=0)
     assert len(xs) and np.all(near <= objects[0]["badge_radius"] + 1)
+    for bx, by in objects[0]["badges"]:                        # every badge of the object is recoloured
+        assert (image[int(by), int(bx)] != changed[int(by), int(bx)]).any()
     assert set(np.unique(new_labels[labels != new_labels]).tolist()) <= {5, 255}
     with pytest.raises(ValueError, match="relabel"):
         synthesize_scene(0, 3, size=(96, 128), relabel={0: 0})
@@ -162,9 +164,8 @@ def test_relabel_changes_one_badge_and_nothing_else():
 def test_every_body_pixel_is_within_reach_of_a_badge():
     from deeplab_lessons.data.synthetic import BADGE_REACH, synthesize_scene
 
-    size = (192, 256)
     several = 0
-    for index in range(30):
+    for size, index in [((192, 256), i) for i in range(24)] + [((96, 128), i) for i in range(24)]:
         _, labels, objects = synthesize_scene(1, index, size=size, void_width=0)
         _, _, single = synthesize_scene(1, index, size=size, void_width=0, badge_reach=None)
         assert [len(o["badges"]) for o in single] == [1] * len(single)
@@ -176,8 +177,26 @@ def test_every_body_pixel_is_within_reach_of_a_badge():
                 continue                                   # two objects of one class: pixels not attributable
             ys, xs = np.nonzero(labels == obj["label"])
             near = np.min([np.hypot(xs - bx, ys - by) for bx, by in obj["badges"]], axis=0)
-            assert near.max() <= max(BADGE_REACH, obj["badge_radius"]) + 1.0
+            assert near.max() <= max(BADGE_REACH * min(size) / 192, obj["badge_radius"]) + 1.0
     assert several > 0                                     # large bodies do get more than one badge
+
+
+def test_no_body_pixel_has_a_badge_colour():
+    from deeplab_lessons.data.synthetic import BADGE_COLOURS, BODY_BADGE_GAP, synthesize_scene
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    closest = []
+    for index in range(40):
+        image, labels, objects = synthesize_scene(4, index, size=(96, 128), void_width=0)
+        in_badge = np.zeros(labels.shape, dtype=bool)
+        for obj in objects:
+            for bx, by in obj["badges"]:
+                in_badge |= np.hypot(xx - bx, yy - by) <= obj["badge_radius"] + 1
+        body = (labels > 0) & ~in_badge
+        pixels = image[body].astype(float)
+        closest.append(np.abs(pixels[:, None] - BADGE_COLOURS[None, 1:]).max(-1).min())
+    assert min(closest) >= BODY_BADGE_GAP - 1                  # stripes and shading included
+    assert np.median(closest) < 3 * BODY_BADGE_GAP             # ... and bodies are not simply kept far away
 
 
 def test_colour_carries_no_class(tmp_path):

@@ -14,9 +14,10 @@ It is built so that the experiments of the DeepLab papers have something to meas
 
 - **Colour carries no class.** Each image holds 1-6 objects over a textured, low-chroma
   background. An object is a *body* of random shape, random saturated colour and random stripe
-  texture that says nothing about its class, plus a small *badge* on its outline: a disc with
-  a dark rim whose colour (:data:`BADGE_COLOURS`) names the class. The badge covers a few
-  percent of the object; a per-pixel colour classifier labels the bodies at chance.
+  texture that says nothing about its class, plus small *badges*: discs with a dark rim whose
+  colour (:data:`BADGE_COLOURS`) names the class, the first on the body's outline. No body pixel
+  comes within :data:`BODY_BADGE_GAP` of a badge colour; a per-pixel colour classifier labels
+  the badges and leaves the bodies at chance (the set's property P1 measures it).
 - **Context decides.** A body pixel's class is written in a badge up to :data:`BADGE_REACH`
   (40 px) away: a body that reaches farther from its badge gets more badges. A network needs a
   field of view that reaches that far, and one that does can label every pixel.
@@ -46,7 +47,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from .palette import VOC_CLASSES, VOC_PALETTE
 
 #: Bumped whenever the generator's output changes, so stale sets are regenerated.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 
 _SHAPES = ("ellipse", "rectangle", "triangle", "star", "blob")
 
@@ -59,8 +60,9 @@ BADGE_PIXELS = (6.0, 14.0)
 
 #: Farthest a body pixel may be from the centre of one of its object's badges, in pixels of a 192-px
 #: short side: a body that reaches farther from its first badge gets more, each at the body pixel
-#: farthest from those placed so far. 40 px is inside the trained LargeFOV's measured reach (its
-#: predictions follow a changed badge out to about 48 px) and beyond the 51-px small field's (about 24 px).
+#: farthest from those placed so far. It lies between the fields the experiments compare: beyond
+#: what the 51-px small-field control sees (25 px from its centre), well within LargeFOV's field
+#: (results/cue.json measures how far a trained one's predictions follow a badge).
 BADGE_REACH = 40.0
 
 #: JPEG quality of the embedded set's images.
@@ -124,18 +126,28 @@ def _badge_colours() -> np.ndarray:
 BADGE_COLOURS = _badge_colours()
 
 
-#: Least difference, in the channel where they differ most, between a body's colour and every badge
-#: colour: a body is never the colour of a badge, so no stretch of body reads as a badge of another class.
-BODY_BADGE_GAP = 40.0
+#: Least difference, in the channel where they differ most, between any body pixel's colour and every
+#: badge colour: a body is never the colour of a badge, so no stretch of body reads as another class's badge.
+BODY_BADGE_GAP = 30.0
+
+#: Largest shift of a body pixel from its body's colour, the same in every channel: stripes (28) plus shading (12).
+BODY_TEXTURE = 40.0
+
+
+def _badge_distance(colour: np.ndarray, shift: float = BODY_TEXTURE) -> float:
+    """The least Chebyshev distance from ``colour + t`` (t in [-shift, shift], every channel) to a badge colour."""
+    d = colour[None, :] - BADGE_COLOURS[1:]
+    t = np.clip(-(d.max(1) + d.min(1)) / 2, -shift, shift)        # the shift that comes closest to each badge
+    return float(np.abs(d + t[:, None]).max(1).min())
 
 
 def _body_colour(rng: np.random.Generator) -> np.ndarray:
-    """A random saturated colour at least :data:`BODY_BADGE_GAP` from every badge colour: any hue,
-    saturation 0.45-0.9, value 0.45-0.95 (RGB levels), redrawn until it keeps that distance."""
+    """A random saturated colour whose texture never comes within :data:`BODY_BADGE_GAP` of a badge colour:
+    any hue, saturation 0.45-0.9, value 0.45-0.95 (RGB levels), redrawn until it keeps that distance."""
     while True:
         rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
         colour = 255.0 * np.asarray(rgb, dtype=np.float32)
-        if np.abs(BADGE_COLOURS[1:] - colour).max(-1).min() >= BODY_BADGE_GAP:
+        if _badge_distance(colour) >= BODY_BADGE_GAP:
             return colour
 
 
@@ -159,7 +171,7 @@ def _place(rng: np.random.Generator, placed: list, height: int, width: int, shor
 
 
 def _badge_centre(rng: np.random.Generator, inside: np.ndarray, cx: float, cy: float, rb: float) -> tuple:
-    """Where the badge goes: the body's outline in a random direction, inside the image if one of 8 tries lands there."""
+    """Where the badge goes: the body's outline in a random direction (8 tries to land inside the image, then moved inside)."""
     height, width = inside.shape
     ys, xs = np.nonzero(inside)
     dist, direction = np.hypot(xs - cx, ys - cy), np.arctan2(ys - cy, xs - cx)
@@ -170,7 +182,7 @@ def _badge_centre(rng: np.random.Generator, inside: np.ndarray, cx: float, cy: f
         bx, by = cx + reach * np.cos(angle), cy + reach * np.sin(angle)
         if rb / 2 <= bx <= width - 1 - rb / 2 and rb / 2 <= by <= height - 1 - rb / 2:
             break
-    return float(bx), float(by)
+    return float(np.clip(bx, rb / 2, width - 1 - rb / 2)), float(np.clip(by, rb / 2, height - 1 - rb / 2))
 
 
 def _badge_centres(inside: np.ndarray, first: tuple[float, float], reach: float | None,
@@ -259,7 +271,7 @@ def synthesize_scene(seed: int, index: int, size: tuple[int, int] = (192, 256),
             continue
         if label < 1 or label >= len(VOC_CLASSES):
             raise ValueError(f"relabel: class {label} is not a VOC object class (1..20)")
-        texture = 28.0 * _stripes(rng, height, width)[..., None] * rng.uniform(0.5, 1.0)
+        texture = 28.0 * _stripes(rng, height, width)[..., None] * rng.uniform(0.5, 1.0)     # |texture + shading| <= BODY_TEXTURE
         colour = _body_colour(rng) + texture + 12.0 * _smooth_noise(rng, height, width, 8)[..., None]
         image = np.where(inside[..., None], colour, image)
 
