@@ -175,10 +175,16 @@ def test_cli_lists_every_experiment(capsys):
 
 
 def test_committed_results_are_complete():
-    """Every experiment of the suite has a committed results file with every arm at >= 3 seeds."""
+    """Every experiment of the suite has a committed results file, made on the embedded set this
+    generator writes (its marker, version included), with every arm at >= 3 seeds."""
+    from deeplab_lessons import config
+    from deeplab_lessons.data.synthetic import _marker
+
+    current = _marker(**config.EMBEDDED_DEFAULT, classes=tuple(range(1, 21)), void_width=1)
     for name, exp in ex.EXPERIMENTS.items():
         results = ex.load_results(ex.RESULTS_DIR / f"{name}.json")
         assert results["budget"] == exp.budget, name
+        assert results["data"] == json.loads(json.dumps(current)), (name, results["data"], "rerun " + results["command"])
         for arm in exp.arms:
             seeds = {r["seed"] for r in results["records"] if r["arm"] == arm.label}
             assert len(seeds) >= 3, (name, arm.label, seeds)
