@@ -13,7 +13,7 @@ LAB_IP  ?= 127.0.0.1
 LAB_PORT ?= 8888
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: help setup data lab run notebooks book test test-unit test-notebooks test-profiles bench clean
+.PHONY: help setup data lab run notebooks book test test-unit test-notebooks test-profiles bench experiments clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,6 +68,17 @@ test-notebooks: data  ## execute every notebook with nbval (NB=notebooks/05_*.ip
 
 bench: setup data  ## benchmarks/: measured ratios against the references
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The two halves take about as long on one core each: the CRF runs and v3's output-stride-8 training
+# beside everything else. Each run is recorded as it finishes; a rerun skips what is recorded.
+EXPERIMENTS_A ?= crf v3-output-stride
+EXPERIMENTS_B ?= fov lr-policy aspp cue learnability v3-aspp
+
+experiments: data  ## the papers' experiments, 3 seeds each, as two 1-thread processes (hours; resumable), then data/README's P1-P6
+	OMP_NUM_THREADS=1 $(PY) -m deeplab_lessons.experiments $(EXPERIMENTS_A) & a=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m deeplab_lessons.experiments $(EXPERIMENTS_B); b=$$?; \
+	wait $$a && [ $$b = 0 ]
+	$(PY) -m deeplab_lessons.experiments properties --write
 
 clean:  ## remove build outputs (keeps .venv and data/)
 	rm -rf build .pytest_cache
