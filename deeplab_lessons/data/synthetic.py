@@ -281,11 +281,11 @@ def synthesize_scene(seed: int, index: int, size: tuple[int, int] = (192, 256),
         first = _badge_centre(rng, inside, cx, cy, rb)
         centres = _badge_centres(inside, first, None if badge_reach is None else badge_reach * short / 192, rb)
         rim = min(max(1.0, rb * 0.3), rb / 2)
-        outer = Image.new("L", (width, height), 0)
-        inner = Image.new("L", (width, height), 0)
+        outer, inner = Image.new("L", (width, height), 0), Image.new("L", (width, height), 0)
+        draw_outer, draw_inner = ImageDraw.Draw(outer), ImageDraw.Draw(inner)
         for bx, by in centres:
-            ImageDraw.Draw(outer).ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=255)
-            ImageDraw.Draw(inner).ellipse([bx - rb + rim, by - rb + rim, bx + rb - rim, by + rb - rim], fill=255)
+            draw_outer.ellipse([bx - rb, by - rb, bx + rb, by + rb], fill=255)
+            draw_inner.ellipse([bx - rb + rim, by - rb + rim, bx + rb - rim, by + rb - rim], fill=255)
         badge, core = np.asarray(outer) > 0, np.asarray(inner) > 0
         badge_colour = np.clip(BADGE_COLOURS[label] + rng.normal(0, 6, size=3), 0, 255)
         image = np.where(badge[..., None], rng.uniform(10, 40), image)

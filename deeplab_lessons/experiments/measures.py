@@ -155,8 +155,8 @@ def cue_flips(model: torch.nn.Module, scenes: Sequence[tuple], bins: Sequence[in
     ``scenes`` are ``(image, relabelled image, objects, index, new class)`` tuples: the same
     scene rendered twice by :func:`~deeplab_lessons.data.synthesize_scene`, the second with
     object ``index``'s badge in the colour of ``new class``, one badge per object (``badge_reach=None``:
-    distances are from that badge). Only the body pixels (badge excluded) of that object count. Returns ``bins`` (edges, px), ``flipped`` (fraction per bin,
-    None where empty) and ``pixels`` per bin.
+    distances are from that badge). Only the body pixels (badge excluded) of that object count.
+    Returns ``bins`` (edges, px), ``flipped`` (fraction per bin, None where empty) and ``pixels`` per bin.
     """
     edges = np.asarray(bins, dtype=float)
     flipped, counts = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
