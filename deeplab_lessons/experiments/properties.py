@@ -81,7 +81,9 @@ def data_properties(voc: Path, results_dir: Path | str | None = None) -> list[di
     with_pool, without = arm_values(v3, pool, "pair_accuracy"), arm_values(v3, no_pool, "pair_accuracy")
     measured = f"pair accuracy {_ms(with_pool)} with, {_ms(without)} without (50 = chance)"
     if with_pool and without:
-        measured += f"; difference {pair['difference']:+.1f}, spread {pair['spread']:.1f}"
+        measured += (f"; difference {pair['difference']:+.1f}, spread {pair['spread']:.1f}; the pair needs a wide "
+                     f"field: small field {_ms(arm_values(learn, small, 'pair_accuracy'))}, LargeFOV "
+                     f"{_ms(arm_values(learn, large, 'pair_accuracy'))}")
     else:
         measured += (f"; v3 at the suite's budget predicts neither class (mIoU {_ms(arm_values(v3, pool))} with "
                      f"pooling, {_ms(arm_values(v3, no_pool))} without)")
