@@ -138,10 +138,14 @@ def test_loader_workers_give_the_same_run(voc):
 
 
 def test_channels_last_trains_the_same_run(voc):
-    """The memory format is a layout, not a different computation: the same losses to rounding."""
-    runs = [train(TrainConfig(**TINY, data=str(voc), iterations=3, channels_last=cl)) for cl in (False, True)]
-    torch.testing.assert_close(torch.tensor(runs[1].history["loss"]), torch.tensor(runs[0].history["loss"]),
-                               rtol=1e-3, atol=1e-5)   # rounding differences grow a little over steps
+    """The memory format is a layout, not a different computation: the same losses to rounding.
+
+    Two steps: the first loss is the same forward pass, the second follows one update. Later steps drift
+    further, as AdamW scales a gradient entry that rounding moved near zero up to a full-size step."""
+    runs = [train(TrainConfig(**TINY, data=str(voc), iterations=2, channels_last=cl)) for cl in (False, True)]
+    loss = [torch.tensor(r.history["loss"]) for r in runs]
+    torch.testing.assert_close(loss[1][0], loss[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss[1][1], loss[0][1], rtol=1e-3, atol=1e-5)
 
 
 def test_train_writes_checkpoints_that_rebuild_the_model(voc, tmp_path):
