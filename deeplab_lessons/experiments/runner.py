@@ -10,6 +10,7 @@ of everything that defines the training and of the data set's generator marker.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import io
 import json
@@ -183,15 +184,14 @@ def cue_scenes(voc: Path, limit: int | None = None, min_radius: float = CUE_MIN_
     size = tuple(marker["size"])
     scenes = []
     for i in indices:
-        index = int(ds.ids[i].rsplit("_", 1)[-1])
-        image, _, objects = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]), marker["void_width"],
-                                             badge_reach=None)
+        scene = functools.partial(synthesize_scene, marker["seed"], int(ds.ids[i].rsplit("_", 1)[-1]), size,
+                                  tuple(marker["classes"]), marker["void_width"], badge_reach=None)
+        image, _, objects = scene()
         for k, obj in enumerate(objects):
             if obj["radius"] < min(min_radius, 0.1 * min(size)):
                 continue
             new = _other_class(obj["label"])
-            changed, _, _ = synthesize_scene(marker["seed"], index, size, tuple(marker["classes"]),
-                                             marker["void_width"], relabel={k: new}, badge_reach=None)
+            changed, _, _ = scene(relabel={k: new})
             scenes.append((_jpeg(image), _jpeg(changed), objects, k, new))
     return scenes
 
