@@ -42,14 +42,36 @@ def data_dir() -> Path:
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
 
 
+def parse_device(name: str, what: str = "device") -> torch.device:
+    """``name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) as a ``torch.device`` that exists on this machine.
+
+    Anything else is a ``ValueError`` that names ``what`` (the argument or variable it came from)
+    and what is allowed, instead of torch's parser error.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a string such as 'cpu', 'cuda' or 'cuda:1', got {name!r}")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{what}={name!r} is not a device: use cpu, cuda, cuda:N (N a GPU index) or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{what}={name!r}: use cpu, cuda, cuda:N (N a GPU index) or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what}={name!r} but torch sees no CUDA device here; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{what}={name!r} but this machine has {torch.cuda.device_count()} GPU(s) "
+                             f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{what}={name!r} but torch sees no Apple GPU (mps) here; use cpu")
+    return dev
+
+
 def device() -> torch.device:
-    """``$DEEPLAB_DEVICE`` if set, else ``cuda`` when a GPU is visible, else ``cpu``."""
+    """``$DEEPLAB_DEVICE`` if set (checked by :func:`parse_device`), else ``cuda`` when a GPU is visible, else ``cpu``."""
     env = os.environ.get("DEEPLAB_DEVICE")
     if env:
-        dev = torch.device(env)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"DEEPLAB_DEVICE={env!r} but torch sees no CUDA device; unset it to use the CPU")
-        return dev
+        return parse_device(env, "DEEPLAB_DEVICE")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

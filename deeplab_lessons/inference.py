@@ -19,7 +19,7 @@ from torch import nn
 from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
-from deeplab_lessons.models.msc import unwrap_msc
+from deeplab_lessons.models.msc import check_scales, unwrap_msc
 
 __all__ = ["forward_logits", "output_stride_of", "at_output_stride", "predict_proba", "predict", "evaluate"]
 
@@ -90,6 +90,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, scales: Sequence[float
     Returns:
         ``float32`` probabilities ``[N, C, H, W]`` (``[C, H, W]`` for one image), summing to 1 over C.
     """
+    scales = check_scales(scales, first_is_one=False)
     single = images.ndim == 3
     x = normalize(images[None] if single else images)
     param = next(model.parameters(), None)

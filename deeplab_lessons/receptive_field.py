@@ -86,18 +86,19 @@ class LayerRF:
 
 def _as_spec(spec) -> LayerSpec:
     """A ``LayerSpec`` from a ``LayerSpec``, a tuple ``(kernel, stride, dilation, padding)`` or a dict."""
-    if isinstance(spec, LayerSpec):
-        out = spec
-    elif isinstance(spec, dict):
-        out = LayerSpec(**spec)
-    else:
-        out = LayerSpec(*spec)
-    for field in ("kernel", "stride", "dilation"):
-        if int(getattr(out, field)) < 1:
-            raise ValueError(f"layer {spec!r}: {field} must be >= 1, got {getattr(out, field)}")
-    if out.padding < 0:
-        raise ValueError(f"layer {spec!r}: padding must be >= 0, got {out.padding}")
-    return out
+    try:
+        out = spec if isinstance(spec, LayerSpec) else LayerSpec(**spec) if isinstance(spec, dict) else LayerSpec(*spec)
+    except TypeError:
+        raise TypeError(f"layer {spec!r}: give a LayerSpec, a tuple (kernel, stride, dilation, padding) or a dict "
+                        "with those keys") from None
+    for field in ("kernel", "stride", "dilation", "padding"):
+        value = getattr(out, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"layer {spec!r}: {field} must be a whole number of pixels, got {value!r}")
+        if value < (0 if field == "padding" else 1):
+            raise ValueError(f"layer {spec!r}: {field} must be >= {0 if field == 'padding' else 1}, got {value}")
+    return out._replace(kernel=int(out.kernel), stride=int(out.stride), dilation=int(out.dilation),
+                        padding=int(out.padding))
 
 
 def output_length(n_in: int, spec: LayerSpec) -> int:

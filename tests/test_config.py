@@ -23,8 +23,16 @@ def test_device_defaults_and_override(monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_device_cuda_without_gpu_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("DEEPLAB_DEVICE", "cuda")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ValueError, match="DEEPLAB_DEVICE='cuda' but torch sees no CUDA device"):
         config.device()
+
+
+def test_a_device_that_is_no_device_is_named(monkeypatch):
+    monkeypatch.setenv("DEEPLAB_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="DEEPLAB_DEVICE='gpu' is not a device: use cpu, cuda, cuda:N"):
+        config.device()
+    with pytest.raises(ValueError, match="device='tpu'"):
+        config.parse_device("tpu")
 
 
 def test_profile_follows_device_and_env(monkeypatch):

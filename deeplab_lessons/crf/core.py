@@ -54,6 +54,11 @@ NORMALIZATIONS = ("after", "symmetric")
 PROB_CLIP = 1e-5
 
 
+#: The narrowest kernel width :class:`CRFParams` accepts (pixels, or intensity levels for ``bi_rgb_std``):
+#: far below one pixel a kernel couples nothing, and the lattice's coordinates would leave float32's range.
+MIN_KERNEL_WIDTH = 1e-3
+
+
 @dataclass(frozen=True)
 class CRFParams:
     """Dense CRF parameters, each with its pydensecrf meaning (DeepLab v1 LargeFOV defaults).
@@ -79,17 +84,27 @@ class CRFParams:
     normalization: str = "after"
 
     def __post_init__(self):
-        if self.normalization not in NORMALIZATIONS:
+        if not isinstance(self.normalization, str) or self.normalization not in NORMALIZATIONS:
             raise ValueError(f"CRFParams.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        for name in ("pos_w", "bi_w"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"CRFParams.{name} must be a finite weight >= 0, got {value!r}")
+        for name in ("pos_w", "bi_w", "pos_xy_std", "bi_xy_std", "bi_rgb_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"CRFParams.{name} must be a number, got {value!r}")
         for name in ("pos_w", "bi_w"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"CRFParams.{name} must be a finite weight >= 0, got {value!r}")
         for name in ("pos_xy_std", "bi_xy_std", "bi_rgb_std"):
             value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"CRFParams.{name} must be a kernel width > 0, got {value!r}")
-        if int(self.iterations) != self.iterations or self.iterations < 0:
+            if not np.isfinite(value) or value < MIN_KERNEL_WIDTH:
+                raise ValueError(f"CRFParams.{name} must be a finite kernel width >= {MIN_KERNEL_WIDTH:g} "
+                                 f"({'intensity levels' if 'rgb' in name else 'pixels'}), got {value!r}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) \
+                or self.iterations < 0:
             raise ValueError(f"CRFParams.iterations must be an integer >= 0, got {self.iterations!r}")
 
     def replace(self, **changes) -> "CRFParams":

@@ -104,6 +104,10 @@ class _LinearOp(torch.autograd.Function):
         return None, None, ctx.transpose(grad.contiguous())
 
 
+class LatticeRangeError(ValueError):
+    """The features span more lattice cells than the int64 keys (or float32 coordinates) can address."""
+
+
 def lattice_features(image: torch.Tensor | None, height: int, width: int, xy_std: float,
                      rgb_std: float | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """Per-pixel feature vectors scaled by the kernel widths, as densecrf's ``DenseCRF2D`` builds them.
@@ -146,6 +150,8 @@ class PermutohedralLattice:
             raise ValueError(f"features must be [B, N, d], got shape {tuple(features.shape)}")
         if not torch.isfinite(features).all():
             raise ValueError("features must be finite (check the kernel widths: they must be > 0)")
+        if features.numel() and float(features.abs().max()) * (features.shape[-1] + 1) >= 2 ** 22:
+            raise LatticeRangeError("features too large for float32 lattice coordinates (kernel widths too small)")
         batch, n, d = features.shape
         self.batch, self.num_pixels, self.dim = batch, n, d
         device = features.device
@@ -167,7 +173,7 @@ class PermutohedralLattice:
             strides[i] = strides[i + 1] * int(span[i + 1])
         per_image = strides[0] * int(span[0])
         if per_image * batch >= 2 ** 62:
-            raise ValueError("kernel widths too small for the lattice's key encoding: increase xy_std / rgb_std")
+            raise LatticeRangeError("kernel widths too small for the lattice's key encoding: increase xy_std / rgb_std")
         image_id = torch.arange(batch, device=device).repeat_interleave(n)
         base = image_id * per_image
         for i in range(d):

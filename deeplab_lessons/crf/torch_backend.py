@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 
 from .core import CRFParams, Kernel, as_tensor, check_image, check_probs, kernel_norm, make_kernel, mean_field, unary_from_probs
-from .lattice import LatticeSum, PermutohedralLattice, lattice_features
+from .lattice import LatticeRangeError, LatticeSum, PermutohedralLattice, lattice_features
 
 
 class DenseCRF:
@@ -57,7 +57,14 @@ class DenseCRF:
         if key not in self._cache:
             feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
                                      xy_std, rgb_std, device=self.device)
-            lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
+            try:
+                lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
+            except LatticeRangeError:
+                widths = f"xy_std={xy_std:g}" + ("" if rgb_std is None else f", rgb_std={rgb_std:g}")
+                raise ValueError(f"CRF kernel widths {widths} are too small for the torch backend on a "
+                                 f"{self.height}x{self.width} image: its lattice needs fewer than about 2^62 cells. "
+                                 "Widen the kernel (CRFParams pos_xy_std / bi_xy_std / bi_rgb_std) or use "
+                                 "backend='pydensecrf'") from None
             before, after = kernel_norm(lat.filter, self.num_pixels, normalization, self.device)
             lat = lat.scaled(before, after)
             self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)

@@ -309,6 +309,10 @@ def save_palette_png(labels: np.ndarray, path: Path | str) -> None:
     img.save(path, optimize=False)
 
 
+#: The widest void band :func:`make_synthetic_voc` draws (half-width, pixels): wider bands would hide small objects.
+MAX_VOID_WIDTH = 8
+
+
 def make_synthetic_voc(root: Path | str, n_train: int = 240, n_val: int = 60,
                        size: tuple[int, int] = (192, 256), seed: int = 0,
                        classes: tuple[int, ...] | None = None, void_width: int = 1) -> Path:
@@ -322,11 +326,26 @@ def make_synthetic_voc(root: Path | str, n_train: int = 240, n_val: int = 60,
         classes: VOC class indices (1..20) objects are drawn from; default all 20.
         void_width: half-width of the 255 band along object contours, pixels.
     """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("seed", seed), ("void_width", void_width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"make_synthetic_voc: {name} must be a whole number, got {value!r}")
+    n_train, n_val, seed, void_width = int(n_train), int(n_val), int(seed), int(void_width)
     if n_train < 1 or n_val < 1:
         raise ValueError(f"n_train and n_val must be >= 1, got n_train={n_train}, n_val={n_val}")
-    height, width = size
-    if height < 32 or width < 32:
-        raise ValueError(f"size must be at least 32x32 pixels, got {size}")
+    if seed < 0:
+        raise ValueError(f"make_synthetic_voc: seed must be >= 0, got {seed}")
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise TypeError(f"make_synthetic_voc: size must be (height, width) in pixels, got {size!r}") from None
+    if height < 32 or width < 32 or (height, width) != tuple(size):
+        raise ValueError(f"size must be whole numbers of at least 32x32 pixels, got {size}")
+    if not 0 <= void_width <= MAX_VOID_WIDTH:
+        raise ValueError(f"void_width (the half-width of the void band along contours) must be 0..{MAX_VOID_WIDTH} "
+                         f"pixels, got {void_width}")
+    if classes is not None and (isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__")
+                                or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) for c in classes)):
+        raise TypeError(f"make_synthetic_voc: classes must be a sequence of VOC class indices 1..20, got {classes!r}")
     classes = tuple(range(1, 21)) if classes is None else tuple(int(c) for c in classes)
     bad = [c for c in classes if not 1 <= c < len(VOC_CLASSES)]
     if bad or not classes:

@@ -98,7 +98,9 @@ def trained_model(cfg: TrainConfig, folder: Path, log: Callable[[str], None] = p
     folder.mkdir(parents=True, exist_ok=True)
     lock.write_text(str(os.getpid()))
     log(f"  training {cfg.model} seed {cfg.seed} ({cfg.iterations} iterations) -> {folder}")
-    result = train(TrainConfig.from_dict({**cfg.as_dict(), "out": str(folder), "resume": False, "eval_every": 0}))
+    interrupted = (folder / "last.pt").is_file() and not (folder / "model.pt").exists()   # a killed suite's run
+    result = train(TrainConfig.from_dict({**cfg.as_dict(), "out": str(folder), "resume": interrupted,
+                                          "overwrite": not interrupted, "eval_every": 0}))
     info = {"train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second, 1),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_average": [round(x, 2) for x in os.getloadavg()], "threads": torch.get_num_threads(),
@@ -235,9 +237,20 @@ def load_results(path: Path | str) -> dict:
     return payload
 
 
+def default_results_dir(smoke: bool, marker: dict, data_given: bool) -> Path:
+    """Where results go when no folder is named: the committed :data:`RESULTS_DIR` only for the full
+    budget on the default embedded set; smoke runs and runs on other data get a folder under ``runs/``
+    (ignored by git), so they never touch the recorded results."""
+    default_data = not data_given and "generator_version" in marker
+    if default_data and not smoke:
+        return RESULTS_DIR
+    tag = "" if default_data else "-" + hashlib.sha1(json.dumps(marker, sort_keys=True).encode()).hexdigest()[:8]
+    return RUNS_DIR / (("results-smoke" if smoke else "results") + tag)
+
+
 def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool = False, data: str | Path | None = None,
                    results_dir: Path | str | None = None, runs_dir: Path | str | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
     """Run every (arm, seed) of experiment ``name`` not yet recorded; return the results.
 
     Args:
@@ -245,10 +258,14 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
         seeds: the seeds of every arm.
         smoke: the tiny budget of :data:`.suite.SMOKE_TRAINING` and 4 validation images (tests).
         data: the VOC2012 folder (default: ``config.voc_root()``, the embedded set here).
-        results_dir, runs_dir: where results files and trained weights go.
+        results_dir: where the results file goes (default: :func:`default_results_dir`: ``results/``
+            only for the full budget on the default embedded set).
+        runs_dir: where trained weights are cached.
+        overwrite: replace a results file recorded with another budget or data set; without it such a
+            file is refused with a ``ValueError`` (nothing is trained, nothing is written).
 
-    The results file is rewritten after every run; records of the same (arm, seed) with another
-    configuration (budget or data changed) are replaced, not mixed in.
+    The results file is rewritten after every run; a record of the same (arm, seed) made with
+    another configuration of its arm is replaced.
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
@@ -258,12 +275,20 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
     exp = EXPERIMENTS[name]
     voc = Path(data) if data is not None else config.voc_root()
     marker = data_marker(voc)
-    results_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(smoke, marker, data is not None)
     runs_dir = Path(runs_dir) if runs_dir is not None else RUNS_DIR
     path = results_dir / f"{name}.json"
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a file: give another --results-dir")
     results = load_results(path) if path.exists() else None
     budget = dict(SMOKE_TRAINING) if smoke else dict(exp.budget)
-    if results is None or results.get("budget") != budget or results.get("data") != marker:
+    other = results is not None and (results.get("budget") != budget or results.get("data") != marker)
+    if other and not overwrite:
+        what = "budget" if results.get("budget") != budget else "data set"
+        raise ValueError(f"{path} holds {len(results['records'])} records made with another {what} than this run's "
+                         f"({'smoke' if smoke else 'full'} budget on {voc}): they are kept. Give --results-dir another "
+                         "folder, or --overwrite to replace them")
+    if results is None or other:
         results = {"format": RESULTS_FORMAT, "experiment": name, "title": exp.title, "source": exp.source,
                    "question": exp.question, "command": command(name, seeds), "budget": budget, "data": marker,
                    "records": []}

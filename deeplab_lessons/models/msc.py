@@ -25,15 +25,25 @@ from .common import classifier_parameters
 MSC_SCALES = (1.0, 0.75, 0.5)
 
 
-def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    """``scales`` as a tuple of positive floats whose first entry is 1.0, or a ``ValueError``."""
+#: The largest input scale accepted (v3 evaluates up to 1.75, v2 trains at most at 1): beyond it a
+#: 513-px image would need gigabytes for one forward pass.
+MAX_SCALE = 4.0
+
+
+def check_scales(scales: Sequence[float], first_is_one: bool = True) -> tuple[float, ...]:
+    """``scales`` as a tuple of floats in (0, :data:`MAX_SCALE`], or a ``ValueError`` saying what is allowed.
+
+    With ``first_is_one`` (v2's MSC) the first entry must be 1.0: the fused map is on its grid.
+    """
+    if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__"):
+        raise ValueError(f"scales must be a sequence of numbers in (0, {MAX_SCALE:g}], got {scales!r}")
     try:
         out = tuple(float(s) for s in scales)
     except (TypeError, ValueError):
-        raise ValueError(f"scales must be a sequence of positive numbers, got {scales!r}") from None
-    if not out or any(not s > 0 for s in out):
-        raise ValueError(f"scales must be positive numbers, got {scales!r}")
-    if out[0] != 1.0:
+        raise ValueError(f"scales must be a sequence of numbers in (0, {MAX_SCALE:g}], got {scales!r}") from None
+    if not out or any(not 0 < s <= MAX_SCALE for s in out):
+        raise ValueError(f"scales must be numbers in (0, {MAX_SCALE:g}] (finite, at least one), got {scales!r}")
+    if first_is_one and out[0] != 1.0:
         raise ValueError(f"the first scale must be 1.0 (the fused map is on its grid), got {scales!r}")
     return out
 

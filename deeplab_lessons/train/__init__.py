@@ -32,14 +32,16 @@ Command line (``--help`` lists every option)::
 
 Runs are deterministic for a seed on one machine (``num_workers`` any, data order and
 augmentation are a function of the seed and the sample's position in the run), so ``--resume``
-continues a run exactly where its last checkpoint left it.
+continues a run exactly where its last checkpoint left it. A run checkpoints every
+``checkpoint_every`` iterations and on Ctrl-C or SIGTERM (then raises :class:`TrainingInterrupted`);
+an ``out`` folder that already holds a run is refused unless resumed or ``overwrite=True``.
 """
 
 from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, LESSON_RUN, lesson_model, load_checkpoint, load_model,
                          plain_metrics, run_state, save_checkpoint, write_atomically)
 from .cli import build_parser, config_from_args, main
-from .engine import (TrainResult, budget_warning, build_optimizer, deterministic, dist_env, format_duration, projection,
-                     resume, score, set_lr, train, train_step)
+from .engine import (RUN_FILES, TrainingInterrupted, TrainResult, budget_warning, build_optimizer, deterministic,
+                     dist_env, format_duration, prepare_out, projection, resume, score, set_lr, train, train_step)
 from .loss import segmentation_loss, shrink_labels
 from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr, step_lr
 
@@ -47,7 +49,7 @@ __all__ = [
     "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "LESSON_RUN", "lesson_model", "load_checkpoint", "load_model", "plain_metrics", "run_state",
     "save_checkpoint", "write_atomically",
     "build_parser", "config_from_args", "main",
-    "TrainResult", "budget_warning", "build_optimizer", "deterministic", "dist_env", "format_duration", "projection",
+    "RUN_FILES", "TrainingInterrupted", "TrainResult", "budget_warning", "prepare_out", "build_optimizer", "deterministic", "dist_env", "format_duration", "projection",
     "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",
     "LR_POLICIES", "PAPER_RECIPES", "RUN_FIELDS", "TrainConfig", "poly_lr", "step_lr",

@@ -72,7 +72,9 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err})") from None
+        # torch's own message may advise weights_only=False, which would run code from the file: not repeated here
+        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}): it is truncated, corrupt or "
+                         "not a file this package wrote. Delete it and retrain, or resume from another copy of the run") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a deeplab_lessons training checkpoint (format {CHECKPOINT_FORMAT})")
     return state

@@ -11,12 +11,14 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from deeplab_lessons import config
 from deeplab_lessons.data.palette import VOC_CLASSES
 
-from .engine import dist_env, train
+from .checkpoint import load_checkpoint
+from .engine import TrainingInterrupted, dist_env, train
 from .recipe import TrainConfig
 
 
@@ -25,18 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deeplab_lessons.train", allow_abbrev=False,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=30),
-        description="Train a DeepLab model on PASCAL VOC 2012 (or the embedded VOC-layout set) with the "
-                    "papers' recipe: SGD, poly learning rate, 10x LR on the classifier, cross-entropy "
-                    "ignoring label 255; then report mean IoU on the validation split. Defaults are the "
-                    "CPU lesson run (a few minutes on 2 cores); --paper starts from the model's published "
-                    "recipe instead, and --dry-run shows the resolved settings without training.",
+        description="Train a DeepLab model on PASCAL VOC 2012 (or the embedded VOC-layout set), then report mean "
+                    "IoU on the validation split. Defaults are the CPU lesson run (BatchNorm, a looks-linear start, "
+                    "AdamW, poly learning rate, 10x LR on the classifier, cross-entropy ignoring label 255; about "
+                    "ten minutes on 2 cores); --paper starts from the model's published recipe instead (SGD from "
+                    "ImageNet weights), and --dry-run shows the resolved settings without training. With --out the "
+                    "run checkpoints every --checkpoint-every iterations and on Ctrl-C or SIGTERM; --resume "
+                    "continues it bit for bit. An --out that already holds a run is refused unless --resume or "
+                    "--overwrite is given.",
         epilog="Examples:\n"
                "  python -m deeplab_lessons.train --model largefov --iters 600 --out runs/cpu\n"
                "  python -m deeplab_lessons.train --paper --data ~/VOCdevkit/VOC2012 --train-split trainaug "
                "--model aspp-l --out runs/aspp-l\n"
                "  python -m deeplab_lessons.train --profile gpu --out runs/gpu   # lesson 05's GPU run (minutes)\n"
                "  python -m deeplab_lessons.train --paper --model v3 --dry-run   # what it would run, as JSON\n"
-               "  python -m deeplab_lessons.train --out runs/cpu --resume      # continue after an interruption\n"
+               "  python -m deeplab_lessons.train --out runs/cpu --resume      # continue after Ctrl-C (settings from last.pt)\n"
                "  torchrun --nproc_per_node 2 -m deeplab_lessons.train --out runs/ddp   # one process per GPU/CPU share")
     parser.add_argument("--paper", action="store_true",
                         help="start from the model's published recipe (TrainConfig.paper: v1's step schedule, "
@@ -79,6 +84,10 @@ def config_from_namespace(namespace: argparse.Namespace) -> TrainConfig:
     if paper and profile:
         raise ValueError("give --paper or --profile, not both (--profile paper is the published recipe at the "
                          "paper profile's sizes)")
+    if given.get("resume") and given.get("out") and not (paper or profile):
+        last = Path(given["out"]) / "last.pt"
+        if last.is_file():          # the interrupted run's own settings; options given here override them
+            return TrainConfig.from_dict({**load_checkpoint(last)["config"], "stop_at": None, **given})
     if profile:
         return TrainConfig.from_settings(config.PROFILES[profile], **given)
     if paper:
@@ -98,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(cfg.as_dict(), indent=1))
             return 0
         result = train(cfg)
-    except (FileNotFoundError, ValueError, FloatingPointError) as err:
+    except TrainingInterrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except (OSError, ValueError, TypeError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if dist_env()[0] == 0 and result.metrics:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -106,6 +107,10 @@ def resume(cfg: TrainConfig, path: Path, model: nn.Module, optimizer: torch.opti
     if differ:
         raise ValueError(f"--resume: {path} was trained with different "
                          f"{', '.join(f'{k}={saved.get(k)!r}' for k in differ)}; pass the same settings")
+    bad = [k for k, v in state["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"--resume: {path} holds non-finite weights ({bad[0]}{' and others' if len(bad) > 1 else ''}): "
+                         "it cannot be continued; start afresh with --overwrite and a lower --lr")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if state["scaler"] and scaler.is_enabled():       # a float16 run's scale; CPU and bfloat16 runs keep none
@@ -212,16 +217,98 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> T
         torch.cuda.set_device(device)
     amp = device.type == "cuda" if cfg.amp is None else (cfg.amp and device.type == "cuda")
     try:
-        with deterministic(cfg.deterministic, device):
-            return _run(cfg, callback, rank, world, device, amp)
+        with deterministic(cfg.deterministic, device), Interrupt() as interrupt:
+            return _run(cfg, callback, rank, world, device, amp, interrupt)
     finally:
         if own_group:
             torch.distributed.destroy_process_group()
 
 
-def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device, amp: bool) -> TrainResult:
+#: The files a run folder holds; a folder with any of them holds a run.
+RUN_FILES = ("last.pt", "model.pt", "history.json")
+
+
+def prepare_out(cfg: TrainConfig) -> Path | None:
+    """Check ``cfg.out`` before anything trains; returns it as a ``Path`` (None without one).
+
+    A file, a folder that cannot be written, or a folder holding a run (:data:`RUN_FILES`) that
+    ``cfg`` neither resumes nor overwrites is a ``ValueError`` saying what to do. With
+    ``overwrite`` the old run's files are deleted first, so the folder never mixes two runs.
+    """
+    if not cfg.out:
+        return None
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file, not a folder: give a folder for the run's checkpoints")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if cfg.resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: {out / 'last.pt'} not found: nothing to resume in {out} (start the "
+                                    "run without --resume)")
+    elif held and not cfg.overwrite:
+        state = "a finished run" if "model.pt" in held else "an interrupted run"
+        raise ValueError(f"out={str(out)!r} already holds {state} ({', '.join(held)}): continue it with --resume "
+                         "(resume=True), write elsewhere with another --out, or replace it with --overwrite "
+                         "(overwrite=True)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"out={str(out)!r} cannot be written ({err.strerror or err}): give a folder you can "
+                         "write to") from None
+    if cfg.overwrite and not cfg.resume:
+        for name in held:
+            (out / name).unlink()
+    return out
+
+
+class Interrupt:
+    """While active, Ctrl-C (SIGINT) and SIGTERM only set :attr:`signal`; the loop checkpoints and stops.
+
+    A second Ctrl-C or SIGTERM while the first is being handled stops at once (the previous handlers
+    are back). Outside the main thread (where Python allows no handlers) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "Interrupt":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`train` after Ctrl-C or SIGTERM, once ``last.pt`` is written: ``path``, ``iteration``."""
+
+    def __init__(self, message: str, path: Path | None, iteration: int, signum: int) -> None:
+        super().__init__(message)
+        self.path, self.iteration, self.signum = path, iteration, signum
+
+
+def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device, amp: bool,
+         interrupt: Interrupt) -> TrainResult:
     from tqdm.auto import tqdm
 
+    out = prepare_out(cfg) if rank == 0 else (Path(cfg.out) if cfg.out else None)
     root = Path(cfg.data) if cfg.data else config.voc_root()
     train_set, val_set = VOCSegmentation(root, cfg.train_split), VOCSegmentation(root, cfg.val_split)
     if train_set.num_classes != cfg.num_classes:
@@ -239,16 +326,19 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                       "ResNets have one); nothing is frozen", stacklevel=2)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)   # bfloat16 needs no scaling
-    out = Path(cfg.out) if cfg.out else None
     last_path = out / "last.pt" if out else None
     start, history = 0, {"iteration": [], "loss": [], "lr": [], "eval_iteration": [], "mean_iou": []}
+    stop = cfg.stop_at if cfg.stop_at is not None else cfg.iterations
     if cfg.resume:
         start, history = resume(cfg, last_path, model, optimizer, scaler, device)
+        if start >= stop:
+            done = "the run is finished" if start >= cfg.iterations else f"stop_at={cfg.stop_at}"
+            raise ValueError(f"--resume: {last_path} is at iteration {start}, and {done}: nothing to train (raise "
+                             f"--stop-at, or load {out / 'model.pt'} with load_model)")
 
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    stop = cfg.stop_at if cfg.stop_at is not None else cfg.iterations
     samples = AugmentedSamples(train_set, train_transforms(cfg.crop_size, (cfg.scale_min, cfg.scale_max), cfg.flip),
                                cache=len(train_set) <= 2000 and cfg.num_workers == 0)
     loader = torch.utils.data.DataLoader(
@@ -295,9 +385,10 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
             if message:
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
         steps_in_window += 1
-        log_now = iteration % cfg.log_every == 0 or iteration == stop
+        interrupted = interrupt.signal is not None               # Ctrl-C / SIGTERM: checkpoint this step, stop
+        log_now = iteration % cfg.log_every == 0 or iteration == stop or interrupted
         save_now = last_path is not None and rank == 0 and (
-            (cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0) or iteration == stop)
+            (cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0) or iteration == stop or interrupted)
         eval_now = (cfg.eval_every and iteration % cfg.eval_every == 0) or iteration == cfg.iterations
         if log_now or save_now or eval_now:
             mean_loss = float(loss_sum) / steps_in_window
@@ -335,8 +426,19 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
                             refresh=False)
         if save_now or eval_now:
             tick = time.perf_counter()
+        if interrupted:
+            break
     train_seconds += time.perf_counter() - tick
     bar.close()
+    if interrupt.signal is not None and iteration < stop:
+        if out is not None and rank == 0:
+            (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history,
+                                                          "metrics": {}}, indent=1) + "\n")
+        name = signal.Signals(interrupt.signal).name
+        kept = (f"{last_path} holds iteration {iteration}: continue with --resume (resume=True) and the same "
+                f"settings" if last_path is not None else "nothing was saved (no out= folder was given)")
+        raise TrainingInterrupted(f"{name}: training stopped after iteration {iteration} of {stop}; {kept}",
+                                  last_path, iteration, interrupt.signal)
 
     model.eval()
     metrics: dict = {}
@@ -345,6 +447,9 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         if not history["eval_iteration"] or history["eval_iteration"][-1] != iteration or scores is None:
             scores = evaluate_now(iteration)
         metrics = plain_metrics(scores)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise FloatingPointError(f"weights became non-finite by iteration {iteration}; model.pt is not written. "
+                                     f"Lower --lr (now {cfg.lr}) and start afresh with --overwrite.")
         if out is not None and rank == 0:
             final_path = save_checkpoint(run_state(cfg, model, iteration, history, metrics), out / "model.pt")
     if out is not None and rank == 0:

@@ -9,7 +9,10 @@ rate :math:`\\mathrm{lr}_t = \\mathrm{lr}_0 (1 - t / T)^{0.9}`, the classifier a
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +21,9 @@ from torch import nn
 from deeplab_lessons import config
 from deeplab_lessons.models.msc import check_scales
 from deeplab_lessons.models.norm import NORMS
-from deeplab_lessons.models.registry import (INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, build_model,
-                                             imagenet_weights_cached, imagenet_weights_file, published_label_target)
+from deeplab_lessons.models.registry import (INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, available_models,
+                                             build_model, imagenet_weights_cached, imagenet_weights_file,
+                                             published_label_target)
 from deeplab_lessons.models.vgg import home_relative
 
 
@@ -87,9 +91,12 @@ class TrainConfig:
     eval_scales: tuple[float, ...] = _opt((1.0,), "input scales whose softmax is averaged at evaluation (v3's "
                                                    "test-time multi-scale, Table 6), e.g. 0.75 1.0 1.25")
     eval_flip: bool = _opt(False, "also average the left-right flipped prediction at evaluation (v3, Table 6)")
-    checkpoint_every: int = _opt(0, "write OUT/last.pt every N iterations (0: only at the end)")
+    checkpoint_every: int = _opt(100, "write OUT/last.pt every N iterations (0: only at the end and when the run "
+                                      "is interrupted: Ctrl-C or SIGTERM always write it)")
     out: str | None = _opt(None, "run folder: last.pt (resumable), model.pt (final weights), history.json")
     resume: bool = _opt(False, "continue the run in OUT from OUT/last.pt (same schedule position)")
+    overwrite: bool = _opt(False, "start afresh in an OUT that already holds a run, deleting its last.pt, model.pt "
+                                  "and history.json (without it such an OUT is refused)")
     stop_at: int | None = _opt(None, "stop after this iteration as if interrupted (checkpoint kept; --resume continues)")
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: config.device(); cuda:LOCAL_RANK under torchrun)")
     log_every: int = _opt(10, "iterations between loss/LR updates of the progress bar and history")
@@ -98,18 +105,25 @@ class TrainConfig:
                                               "projects the whole run and warns when that exceeds twice this")
 
     def __post_init__(self) -> None:
-        self.eval_scales = tuple(float(s) for s in self.eval_scales)
+        _check_types(self)
+        if self.model not in available_models():
+            raise ValueError(f"TrainConfig: unknown model {self.model!r}; available: {', '.join(available_models())} "
+                             "(register_model adds one)")
+        try:
+            self.eval_scales = check_scales(self.eval_scales, first_is_one=False)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig: eval_scales: {err}") from None
         if self.label_target is None:
             self.label_target = published_label_target(self.model)
         if self.label_target not in LABEL_TARGETS:
             raise ValueError(f"TrainConfig: label_target must be one of {LABEL_TARGETS}, got {self.label_target!r}")
-        if self.msc_scales:
+        if self.msc_scales is None or (isinstance(self.msc_scales, (tuple, list)) and not self.msc_scales):
+            self.msc_scales = ()
+        else:
             try:
                 self.msc_scales = check_scales(self.msc_scales)
             except ValueError as err:
                 raise ValueError(f"TrainConfig: msc_scales: {err}") from None
-        else:
-            self.msc_scales = ()
         if self.lr_policy not in LR_POLICIES:
             raise ValueError(f"TrainConfig: lr_policy must be one of {LR_POLICIES}, got {self.lr_policy!r}")
         if self.lr_step < 1 or not 0 < self.lr_gamma <= 1:
@@ -129,8 +143,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: {', '.join(f'{k}={v!r}' for k, v in bad.items())} must be > 0")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"TrainConfig: need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
-        if not self.eval_scales or min(self.eval_scales) <= 0:
-            raise ValueError(f"TrainConfig: eval_scales must be positive numbers, got {self.eval_scales}")
         for name in ("eval_every", "checkpoint_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
@@ -140,12 +152,26 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: init must be one of {INITS}, got {self.init!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TrainConfig: dropout must be in [0, 1) or unset, got {self.dropout!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not self.classifier_lr_mult > 0 \
+                or not self.poly_power > 0:
+            raise ValueError(f"TrainConfig: need 0 <= momentum < 1, weight_decay >= 0, classifier_lr_mult > 0 and "
+                             f"poly_power > 0, got {self.momentum}, {self.weight_decay}, {self.classifier_lr_mult}, "
+                             f"{self.poly_power}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"TrainConfig: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.stop_at is not None and not 0 < self.stop_at <= self.iterations:
             raise ValueError(f"TrainConfig: stop_at must be in 1..iterations={self.iterations}, got {self.stop_at}")
         if self.resume and not self.out:
             raise ValueError("TrainConfig: resume=True needs out= (the run folder holding last.pt)")
+        if self.resume and self.overwrite:
+            raise ValueError("TrainConfig: resume=True continues the run in out=, overwrite=True replaces it: "
+                             "give one of them")
+        if self.device is not None:
+            config.parse_device(self.device, "TrainConfig: device")
+        stride = _training_output_stride(self.model, self.output_stride)
+        if stride is not None and self.crop_size < 2 * stride:
+            raise ValueError(f"TrainConfig: crop_size={self.crop_size} is too small for model {self.model!r} at output "
+                             f"stride {stride}: a crop must give at least 2x2 logits (crop_size >= {2 * stride})")
 
     @classmethod
     def from_settings(cls, settings: config.LessonSettings | None = None, **overrides: Any) -> "TrainConfig":
@@ -221,6 +247,36 @@ class TrainConfig:
         """The config stored by :meth:`as_dict`; fields this version does not know are dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _training_output_stride(model: str, output_stride: int | None) -> int | None:
+    """The output stride ``model`` trains at (8 for v1/v2, ``output_stride`` or 16 for v3/v3+; None: unknown)."""
+    family = MODEL_FAMILY.get(model)
+    if family is None:
+        return None
+    return (output_stride or 16) if family.startswith("v3") else 8
+
+
+#: Field types :func:`_check_types` enforces (``bool`` is no number here, and a number no string).
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_types(cfg: "TrainConfig") -> None:
+    """A ``TypeError`` naming the field for a value of the wrong kind; non-finite floats are a ``ValueError``."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = str(f.type).replace(" | None", "")
+        if value is None and "None" in str(f.type) or kind not in _KINDS:
+            continue
+        if isinstance(value, np.generic) and kind in ("int", "float", "bool"):
+            value = value.item()                      # numpy scalars as Python ones (plain JSON, same run keys)
+            setattr(cfg, f.name, value)
+        ok = isinstance(value, _KINDS[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
+        if not ok:
+            raise TypeError(f"TrainConfig: {f.name} must be {'a number' if kind == 'float' else 'an ' + kind if kind == 'int' else 'a ' + kind}"
+                            f"{' or None' if 'None' in str(f.type) else ''}, got {value!r}")
+        if kind == "float" and not math.isfinite(value):
+            raise ValueError(f"TrainConfig: {f.name} must be finite, got {value!r}")
 
 
 #: Fields that define the trajectory of a run: a resumed run must agree on them.
