@@ -10,7 +10,8 @@ Where each thing lives (import every name from here, ``from deeplab_lessons.mode
   convolution; :mod:`.msc`: v2's multi-scale inputs with max fusion;
 - :mod:`.init`: starts for training from scratch; :mod:`.norm`: BatchNorm / GroupNorm added,
   swapped or frozen;
-- :mod:`.registry`: models by name (:func:`build_model`), what the trainer builds.
+- :mod:`.registry`: models by name (:func:`build_model`), what the trainer builds;
+- :mod:`.released`: released weights in these models (torchvision's DeepLabV3, timm's Xception-65).
 
 Conventions shared by every model built here:
 
@@ -34,14 +35,16 @@ from .msc import MSC, MSC_SCALES, check_scales, unwrap_msc
 from .registry import (BUILDERS, INITS, LABEL_TARGETS, MODEL_FAMILY, MODEL_SPECS, available_models, build_model,
                        imagenet_weights_cached, imagenet_weights_file, load_pretrained, pretrained_backbone,
                        published_label_target, register_model, resolve_init)
-from .resnet import (RESNET_UNITS, V3_BACKBONES, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet,
+from .released import (from_timm_xception65, from_torchvision, torchvision_v3_with_voc_weights,
+                       torchvision_voc_weights_cached)
+from .resnet import (RESNET_UNITS, V3_BACKBONES, V3_HEADS, DeepLabV3, DeepLabV3Plus, DeepLabV3PlusDecoder, DilatedResNet,
                      deeplab_v3, deeplab_v3plus, imagenet_resnet_state_dict, layer_plan, transplant_resnet,
                      unit_dilations)
 from .separable import SeparableConv2d
 from .vgg import (FC6_VARIANTS, TORCHVISION_CONV_INDEX, TRUNK_MODES, V1_TRUNKS, VGG16_BLOCKS, DeepLabV1, DeepLabV2,
                   SmallFieldVGG, check_vgg16_state_dict, decimation_indices, deeplab_v1, deeplab_v2, imagenet_vgg16_state_dict,
                   small_field_vgg, transplant_vgg16, vgg16_features)
-from .xception import (XCEPTION65_BLOCKS, XCEPTION_OUTPUT_STRIDES, AlignedXception, XceptionBlock, block_plan,
+from .xception import (XCEPTION65_BLOCKS, XCEPTION_LAYOUTS, XCEPTION_OUTPUT_STRIDES, AlignedXception, XceptionBlock, block_plan,
                        xception_channels)
 
 __all__ = [
@@ -54,12 +57,13 @@ __all__ = [
     "BUILDERS", "INITS", "LABEL_TARGETS", "MODEL_FAMILY", "MODEL_SPECS", "available_models", "build_model",
     "imagenet_weights_cached", "imagenet_weights_file", "load_pretrained", "pretrained_backbone",
     "published_label_target", "register_model", "resolve_init",
-    "RESNET_UNITS", "V3_BACKBONES", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet",
+    "from_timm_xception65", "from_torchvision", "torchvision_v3_with_voc_weights", "torchvision_voc_weights_cached",
+    "RESNET_UNITS", "V3_BACKBONES", "V3_HEADS", "DeepLabV3", "DeepLabV3Plus", "DeepLabV3PlusDecoder", "DilatedResNet",
     "deeplab_v3", "deeplab_v3plus", "imagenet_resnet_state_dict", "layer_plan", "transplant_resnet", "unit_dilations",
     "SeparableConv2d",
     "FC6_VARIANTS", "TORCHVISION_CONV_INDEX", "TRUNK_MODES", "V1_TRUNKS", "VGG16_BLOCKS", "DeepLabV1", "DeepLabV2",
     "SmallFieldVGG", "check_vgg16_state_dict", "decimation_indices", "deeplab_v1", "deeplab_v2",
     "imagenet_vgg16_state_dict", "small_field_vgg", "transplant_vgg16", "vgg16_features",
-    "XCEPTION65_BLOCKS", "XCEPTION_OUTPUT_STRIDES", "AlignedXception", "XceptionBlock", "block_plan",
+    "XCEPTION65_BLOCKS", "XCEPTION_LAYOUTS", "XCEPTION_OUTPUT_STRIDES", "AlignedXception", "XceptionBlock", "block_plan",
     "xception_channels",
 ]

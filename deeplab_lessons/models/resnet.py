@@ -36,6 +36,7 @@ training loss and evaluation upsample them, as for v1/v2).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -144,6 +145,10 @@ class DilatedResNet(nn.Module):
         return {"low_level": low_level, "out": out}
 
 
+#: The heads :class:`DeepLabV3` can have between its ASPP and its classifier.
+V3_HEADS = ("paper", "torchvision")
+
+
 def layer_plan(output_stride: int, multi_grid: Sequence[int] | None,
                units: Sequence[int]) -> list[tuple[int, list[int]]]:
     """``(stride, unit dilations)`` of layer2, layer3 and layer4 at ``output_stride``.
@@ -211,18 +216,28 @@ class DeepLabV3(nn.Module):
     ``[N, num_classes, ~H/output_stride, ~W/output_stride]``.
     """
 
-    def __init__(self, backbone: nn.Module, aspp: ASPP, aspp_channels: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, aspp: ASPP, aspp_channels: int, num_classes: int,
+                 head: str = "paper") -> None:
         super().__init__()
+        if head not in V3_HEADS:
+            raise ValueError(f"head must be one of {V3_HEADS}, got {head!r}")
         self.backbone = backbone
         self.aspp = aspp
+        # torchvision's DeepLabHead puts a 3x3 conv + BN + ReLU between ASPP and the classifier; the paper does not
+        self.head = nn.Identity() if head == "paper" else nn.Sequential(OrderedDict([
+            ("conv", nn.Conv2d(aspp_channels, aspp_channels, 3, padding=1, bias=False)),
+            ("bn", nn.BatchNorm2d(aspp_channels)),
+            ("relu", nn.ReLU(inplace=True)),
+        ]))
         self.classifier = nn.Conv2d(aspp_channels, num_classes, kernel_size=1)
         self.output_stride = backbone.output_stride
         self.num_classes = num_classes
         init_weights(self.aspp, [])
+        init_weights(self.head, [])
         init_weights(self.classifier, [self.classifier])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.aspp(self.backbone(x)["out"]))
+        return self.classifier(self.head(self.aspp(self.backbone(x)["out"])))
 
     def set_output_stride(self, output_stride: int) -> None:
         """Run the encoder at another output stride (8 or 16), in place, keeping every weight.
@@ -321,7 +336,7 @@ def imagenet_resnet_state_dict(backbone: str = "resnet50") -> dict[str, torch.Te
 
 def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None, width: float,
              pretrained_backbone: bool, aspp_dropout: float,
-             separable: bool, image_pooling: bool = True) -> tuple[nn.Module, ASPP, int]:
+             separable: bool, image_pooling: bool = True, layout: str = "paper") -> tuple[nn.Module, ASPP, int]:
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16 (DeepLab v3 Sec. 3.2), got {output_stride!r}")
     if backbone not in V3_BACKBONES:
@@ -335,8 +350,10 @@ def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None
                              "train it from random weights (pretrained_backbone=False)")
         if multi_grid not in (None, (1, 2, 4)):
             raise ValueError(f"multi_grid applies to the ResNet backbones, not xception65; got {multi_grid!r}")
-        trunk: nn.Module = AlignedXception(output_stride, width)
+        trunk: nn.Module = AlignedXception(output_stride, width, layout=layout)
     else:
+        if layout != "paper":
+            raise ValueError(f"layout={layout!r} applies to backbone='xception65' only, not {backbone!r}")
         trunk = DilatedResNet(backbone, output_stride, multi_grid, width)
         if pretrained_backbone:
             transplant_resnet(trunk, imagenet_resnet_state_dict(backbone))
@@ -349,7 +366,7 @@ def _encoder(backbone: str, output_stride: int, multi_grid: Sequence[int] | None
 def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride: int = 16,
                multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
                pretrained_backbone: bool = False, aspp_dropout: float = 0.1,
-               separable: bool = False, image_pooling: bool = True) -> DeepLabV3:
+               separable: bool = False, image_pooling: bool = True, head: str = "paper") -> DeepLabV3:
     """DeepLab v3 (arXiv 1706.05587): dilated ResNet + multi-grid + ASPP with image pooling.
 
     Args:
@@ -365,6 +382,9 @@ def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride:
         aspp_dropout: dropout after the ASPP projection.
         separable: atrous separable 3x3 convs in the ASPP (v3+'s; v3 itself used regular ones).
         image_pooling: the ASPP's image-level branch (Sec. 3.3; Table 5 ablates it).
+        head: ``"paper"`` (ASPP -> 1x1 classifier, Sec. 3.3) or ``"torchvision"`` (a 3x3 conv + BN +
+            ReLU before the classifier, as torchvision's ``DeepLabHead``: the layout its released
+            weights need; :func:`~deeplab_lessons.models.released.from_torchvision` builds it).
 
     Returns:
         a :class:`DeepLabV3` whose ``forward`` gives logits at ``output_stride``.
@@ -372,26 +392,29 @@ def deeplab_v3(num_classes: int = 21, backbone: str = "resnet50", output_stride:
     check_num_classes(num_classes)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
                                           aspp_dropout, separable, image_pooling)
-    return DeepLabV3(trunk, aspp, aspp_channels, num_classes)
+    return DeepLabV3(trunk, aspp, aspp_channels, num_classes, head)
 
 
 def deeplab_v3plus(num_classes: int = 21, backbone: str = "resnet50", output_stride: int = 16,
                    multi_grid: Sequence[int] | None = (1, 2, 4), width: float = 1.0,
                    pretrained_backbone: bool = False, aspp_dropout: float = 0.1,
-                   separable: bool | None = None) -> DeepLabV3Plus:
+                   separable: bool | None = None, layout: str = "paper") -> DeepLabV3Plus:
     """DeepLab v3+ (arXiv 1802.02611): the :func:`deeplab_v3` encoder + the stride-4 decoder.
 
     Same arguments as :func:`deeplab_v3`, plus ``backbone="xception65"`` (the modified aligned
     Xception of v3+ Sec. 3.2, :class:`~deeplab_lessons.models.xception.AlignedXception`; no
     multi-grid, no ImageNet weights in torchvision) and ``separable``: atrous separable convs in
-    ASPP and decoder (``None``: on for Xception, as the paper's best model; off for ResNet).
+    ASPP and decoder (``None``: on for Xception, as the paper's best model; off for ResNet), and
+    ``layout`` for Xception: ``"paper"`` (BN + ReLU after every depthwise and pointwise conv, the paper's
+    text) or ``"released"`` (the released code's pre-activation separable convs, BN eps 1e-3: the layout
+    released weights need; see :mod:`.xception`).
     The decoder reduces the stride-4 low-level features to 48 channels and refines with two 3x3
     convs of 256 channels (all scaled by ``width``). ``forward`` gives logits at stride 4.
     """
     check_num_classes(num_classes)
     separable = (backbone == "xception65") if separable is None else bool(separable)
     trunk, aspp, aspp_channels = _encoder(backbone, output_stride, multi_grid, width, pretrained_backbone,
-                                          aspp_dropout, separable)
+                                          aspp_dropout, separable, layout=layout)
     decoder = DeepLabV3PlusDecoder(trunk.low_level_channels, aspp_channels,
                                    reduced_channels=scaled_channels(48, width),
                                    channels=scaled_channels(256, width), separable=separable)

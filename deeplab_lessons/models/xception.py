@@ -7,6 +7,15 @@ Xception-65, as v3+ modifies it from Chollet's Xception and MSRA's aligned Xcept
   convolution can take over wherever the output stride must stop at 16 or 8;
 - BatchNorm and ReLU after every 3x3 depthwise convolution (:class:`.separable.SeparableConv2d`).
 
+That last point is the paper's text (Sec. 3.2, "extra batch normalization and ReLU activation are added
+after each 3x3 depthwise convolution"). The released TensorFlow code, whose ImageNet and VOC weights people
+use (and timm's ``xception65`` after it), arranges the same weights differently: in every block but the last
+each separable conv starts with a ReLU and has none after its two BatchNorms (a pre-activation unit; the
+shortcut takes the block's input before that ReLU), and BatchNorm's epsilon is 1e-3.
+``AlignedXception(layout="released")`` builds that arrangement, with the same parameters and names, so
+released weights load (:func:`~deeplab_lessons.models.released.from_timm_xception65`); ``"paper"`` (the
+default) builds the text's.
+
 Layout (channels at ``width=1``; every block is three separable convs, the stride on the last):
 
 - entry flow: conv 3x3/2 (32) + BN + ReLU, conv 3x3 (64) + BN + ReLU; blocks of (128, 128, 128)/2,
@@ -24,6 +33,7 @@ is multiplied by the stride each would have applied, starting with the next bloc
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from collections.abc import Callable, Sequence
 
 import torch
@@ -69,17 +79,21 @@ def block_plan(output_stride: int) -> list[tuple[int, int]]:
     return plan
 
 
+#: The two arrangements of :class:`AlignedXception` (module docstring).
+XCEPTION_LAYOUTS = ("paper", "released")
+
+
 class XceptionBlock(nn.Module):
     """Three separable convs (the stride on the last) plus a shortcut: ``"conv"`` (1x1 + norm),
-    ``"identity"`` or ``"none"``."""
+    ``"identity"`` or ``"none"``; ``preactivation``: the released code's separable convs."""
 
     def __init__(self, in_channels: int, channels: Sequence[int], stride: int, rate: int, shortcut: str,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, preactivation: bool = False) -> None:
         super().__init__()
         convs, previous = [], in_channels
         for i, out in enumerate(channels):
             convs.append((f"sep{i + 1}", SeparableConv2d(previous, out, rate, stride if i == len(channels) - 1 else 1,
-                                                         norm_layer)))
+                                                         norm_layer, preactivation)))
             previous = out
         self.convs = nn.Sequential(OrderedDict(convs))
         self.shortcut_kind = shortcut
@@ -120,14 +134,19 @@ class AlignedXception(nn.Module):
     (stride 4), "out": exit-flow features (stride output_stride)}``, like
     :class:`~deeplab_lessons.models.resnet.DilatedResNet`, so the v3+ decoder takes either.
     ``width`` scales every channel count (``round(c * width)``; a layer rounded to zero channels
-    is an error). Attributes ``name``, ``output_stride``, ``low_level_channels``, ``out_channels``.
+    is an error). ``layout``: ``"paper"`` or ``"released"`` (module docstring). Attributes ``name``,
+    ``output_stride``, ``layout``, ``low_level_channels``, ``out_channels``.
     """
 
     name = "xception65"
 
     def __init__(self, output_stride: int = 16, width: float = 1.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+                 norm_layer: Callable[[int], nn.Module] | None = None, layout: str = "paper") -> None:
         super().__init__()
+        if layout not in XCEPTION_LAYOUTS:
+            raise ValueError(f"layout must be one of {XCEPTION_LAYOUTS}, got {layout!r}")
+        if norm_layer is None:        # the released code's BatchNorm epsilon is 1e-3 (PyTorch's default 1e-5)
+            norm_layer = nn.BatchNorm2d if layout == "paper" else partial(nn.BatchNorm2d, eps=1e-3)
         plan = block_plan(output_stride)
         stem1, stem2 = xception_channels(32, width, "entry flow conv1"), xception_channels(64, width, "entry flow conv2")
         self.stem = nn.Sequential(OrderedDict([
@@ -142,7 +161,9 @@ class AlignedXception(nn.Module):
         previous = stem2
         for (flow, block, channels, _, shortcut), (stride, rate) in zip(XCEPTION65_BLOCKS, plan):
             scaled = [xception_channels(c, width, f"{flow} flow {block}") for c in channels]
-            unit = XceptionBlock(previous, scaled, stride, rate, shortcut, norm_layer)
+            # the released code's last block (no shortcut) keeps the ReLUs after its norms
+            unit = XceptionBlock(previous, scaled, stride, rate, shortcut, norm_layer,
+                                 preactivation=layout == "released" and shortcut != "none")
             flows[flow].append((block, unit))
             previous = unit.out_channels
         self.entry_flow = nn.Sequential(OrderedDict(flows["entry"]))
@@ -150,6 +171,7 @@ class AlignedXception(nn.Module):
         self.exit_flow = nn.Sequential(OrderedDict(flows["exit"]))
         self.output_stride = output_stride
         self.width = width
+        self.layout = layout
         self.low_level_channels = self.entry_flow.block2.convs.sep2.pointwise.out_channels
         self.out_channels = previous
         for m in self.modules():
