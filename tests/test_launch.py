@@ -46,6 +46,8 @@ def test_each_badge_opens_its_own_notebook(path):
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     assert first_code is setup, "the setup cell runs before any other code"
     assert f'config.budget_note("{path.stem}")' in "".join(setup["source"])
+    # collapsed: JupyterLab shows a one-line stub, the book folds it; the lesson starts with the lesson
+    assert setup["metadata"]["jupyter"]["source_hidden"] is True and "hide-input" in setup["metadata"]["tags"]
 
 
 def test_readme_badges_match_their_rows():

@@ -87,7 +87,8 @@ def hosted_setup(run=subprocess.run):
     if not (clone / "pyproject.toml").is_file():
         run(["git", "clone", "--depth", "1", "--branch", "{branch}", REPOSITORY, str(clone)], check=True)
     missing = [pip for module, pip in (("scipy", "scipy"), ("tqdm", "tqdm"), ("PIL", "pillow"),
-                                        ("ipywidgets", "ipywidgets")) if importlib.util.find_spec(module) is None]
+                                        ("ipywidgets", "ipywidgets"), ("skimage", "scikit-image"))
+               if importlib.util.find_spec(module) is None]
     if missing:
         run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
     sys.path.insert(0, str(clone))
@@ -145,6 +146,10 @@ def updated_notebook(nb: dict, notebook: str) -> dict:
     elif "".join(cells[at]["source"]) != source:
         cells[at]["source"] = source.splitlines(keepends=True)
         cells[at]["outputs"], cells[at]["execution_count"] = [], None
+    setup = cells[_tagged(cells, SETUP_TAG)]          # collapsed: the lesson starts with the lesson
+    setup["metadata"].setdefault("jupyter", {})["source_hidden"] = True
+    setup["metadata"]["tags"] = [SETUP_TAG] + [t for t in setup["metadata"]["tags"] if t != SETUP_TAG] + (
+        [] if "hide-input" in setup["metadata"]["tags"] else ["hide-input"])
     nb["metadata"].update(json.loads(json.dumps(GPU_METADATA)))
     return nb
 
