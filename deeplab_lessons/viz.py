@@ -344,7 +344,7 @@ def plot_label_maps(image, label_maps, titles, fig: Figure | None = None,
 
 
 def plot_trimap_curves(widths, curves: dict, metric: str = "mean IoU (%)", title: str | None = None) -> Figure:
-    """Score inside the boundary band against the band's width (DeepLab v1, fig. 5).
+    """Score inside the boundary band against the band's width (DeepLab v1's trimap experiment, Sec. 5).
 
     ``widths``: band widths in pixels; ``curves``: ``{name: scores}`` with one score per width
     (percent), e.g. ``{"before CRF": [...], "after CRF": [...]}``.
@@ -406,14 +406,15 @@ def plot_training_history(history: dict, fig: Figure | None = None, iterations: 
 # ============================================================================================
 
 def plot_experiment(rows: list[dict], title: str, ylabel: str = "val mIoU (%)",
-                    paper_label: str = "paper, PASCAL VOC 2012 val (%)") -> Figure:
+                    paper_label: str = "paper, VOC 2012 val (%; before the CRF where it gives both)") -> Figure:
     """Measured results (left) beside the paper's numbers for the same rows (right).
 
     ``rows``: dicts with ``arm``, ``mean``, ``std``, ``values`` (one per seed) and ``paper``
     (None where the paper has no such row), as :func:`deeplab_lessons.experiments.summary`
     returns. Left: the mean over seeds with a +-1 std error bar and each seed as a dot. Right:
     the paper's value. The two panels measure different data (embedded set vs VOC) and budgets;
-    compare the *order and gaps* within a panel, not values across panels.
+    compare the *order and gaps* within a panel, not values across panels. Both panels run from 0
+    to 100, so that neither exaggerates its gaps against the other.
     """
     fig = Figure(figsize=(9.0, 0.55 * len(rows) + 1.6), layout="constrained")
     ax, axp = fig.subplots(1, 2, sharey=True, width_ratios=(3, 2))
@@ -430,9 +431,8 @@ def plot_experiment(rows: list[dict], title: str, ylabel: str = "val mIoU (%)",
     n = max((len(r["values"]) for r in rows), default=0)
     ax.set_xlabel(f"{ylabel}: mean +- std over {n} seeds (dots: seeds)")
     ax.set_title(f"{title} — measured here", fontsize=10)
-    papers = [r["paper"] for r in rows if r["paper"] is not None]
-    if papers:
-        axp.set_xlim(min(papers) - 5, max(papers) + 2.5)
+    for a in (ax, axp):
+        a.set_xlim(0, 100)
     axp.set_xlabel(paper_label)
     axp.set_title("published", fontsize=10)
     for a in (ax, axp):

@@ -1,4 +1,4 @@
-"""Trimap (boundary band) evaluation of DeepLab v1, fig. 5."""
+"""Trimap (boundary band) evaluation of DeepLab v1 (Sec. 5)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ def test_band_grows_as_a_chessboard_dilation():
     # boundary rings: squares of side 10-2w (inside) and 12+2w (outside) around the 10x10 object
     expected = [(12 + 2 * w) ** 2 - max(10 - 2 * (w + 1), 0) ** 2 for w in range(4)]
     assert sizes == expected
+
+
+def test_band_equals_a_naive_square_dilation_on_random_masks():
+    """The distance transform against the definition: every pixel within a (2w+1)-square of a boundary pixel."""
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        coarse = rng.integers(0, 4, size=(6, 8))
+        target = np.kron(coarse, np.ones((7 + k % 3, 9), dtype=np.int64))
+        target[rng.random(target.shape) < 0.02] = 255
+        edges = boundary_pixels(target).numpy()
+        rows, cols = np.nonzero(edges)
+        for w in (0, 1, 3, 8, 30):
+            naive = np.zeros_like(edges)
+            for r, c in zip(rows, cols):
+                naive[max(0, r - w):r + w + 1, max(0, c - w):c + w + 1] = True
+            assert np.array_equal(trimap_band(target, w).numpy(), naive & (target != 255)), (k, w)
+    assert not trimap_band(np.zeros((9, 9), dtype=np.int64), 4).any()       # no boundary at all
 
 
 def test_void_is_never_in_the_band():

@@ -65,17 +65,36 @@ def test_crf_measures_bands_sum_and_zero_gain_without_pairwise():
     assert out["bands"][widest]["pixels"] + out["bands"]["beyond"]["pixels"] == scored
 
 
-def test_compare_is_resolved_only_beyond_the_spread():
+def test_compare_is_welchs_t_test_with_its_power():
     def rec(arm, seed, v):
         return {"arm": arm, "seed": seed, "measures": {"mean_iou": v}, "paper": None}
     results = {"records": [rec("a", s, v) for s, v in enumerate([0.50, 0.52, 0.54])]
                + [rec("b", s, v) for s, v in enumerate([0.60, 0.61, 0.62])]
                + [rec("c", s, v) for s, v in enumerate([0.53, 0.56, 0.59])]}
+    from scipy import stats
+
     ab = ex.compare(results, "a", "b")
     assert ab["difference"] == pytest.approx(9.0) and ab["spread"] == pytest.approx(3.0) and ab["resolved"]
     ac = ex.compare(results, "a", "c")
     assert ac["difference"] == pytest.approx(4.0) and ac["spread"] == pytest.approx(5.0) and not ac["resolved"]
-    assert "not resolved at this budget" in ex.verdict(ac) and "— resolved" in ex.verdict(ab)
+    for c, other in ((ab, [60, 61, 62]), (ac, [53, 56, 59])):          # against scipy's Welch test
+        ref = stats.ttest_ind(other, [50, 52, 54], equal_var=False)
+        assert c["t"] == pytest.approx(ref.statistic) and c["p"] == pytest.approx(ref.pvalue)
+        assert c["n_a"] == c["n_b"] == 3 and c["ci"][0] < c["difference"] < c["ci"][1]
+    # the confidence interval covers 0 exactly when the test does not resolve the difference
+    assert ac["ci"][0] < 0 < ac["ci"][1] and ab["ci"][0] > 0
+    # closed form of the detectable difference: (t_.975 + t_.80) standard errors at Welch's df
+    se = (4 / 3 + 9 / 3) ** 0.5
+    assert ac["detectable"] == pytest.approx((stats.t.ppf(0.975, ac["df"]) + stats.t.ppf(0.8, ac["df"])) * se)
+    assert "— not resolved" in ex.verdict(ac) and "— resolved" in ex.verdict(ab) and "n = 3 + 3" in ex.verdict(ab)
+    # the paper's difference, when its effect is below what the experiment can resolve
+    for r in results["records"]:
+        r["paper"] = {"a": "v3.table5.mg111", "c": "v3.table5.mg124"}.get(r["arm"])
+    small = ex.compare(results, "a", "c")
+    assert small["paper_difference"] == pytest.approx(ex.paper_value("v3.table5.mg124") - ex.paper_value("v3.table5.mg111"))
+    assert "it cannot test the paper's claim" in ex.verdict(small)
+    one = ex.compare_values([0.5], [0.6, 0.7])
+    assert not one["resolved"] and "too few to test" in ex.verdict(one)
     rows = ex.summary(results)
     assert [r["arm"] for r in rows] == ["a", "b", "c"]
     assert rows[0]["mean"] == pytest.approx(52.0) and rows[0]["std"] == pytest.approx(2.0)

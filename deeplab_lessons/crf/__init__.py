@@ -9,8 +9,10 @@ Layers, bottom to top (each imports only from the ones below it):
   (the C++ library, imported only when asked for).
 - :mod:`.api`: :func:`dense_crf`, which dispatches to a backend.
 - on top: :mod:`.pipeline` (:func:`refine`: where the CRF goes after the network),
-  :mod:`.boundary` (accuracy and mIoU in a band around object boundaries, DeepLab v1 fig. 5) and
-  :mod:`.search` (v1's coarse-to-fine cross-validation of the parameters).
+  :mod:`.boundary` (accuracy and mIoU in a band around object boundaries, DeepLab v1's trimap experiment) and
+  :mod:`.search` (v1's coarse-to-fine cross-validation of the parameters), :mod:`.rnn`
+  (:class:`CRFasRNN`: the mean field as layers whose kernel weights and label compatibility are
+  learnt by backpropagation, Zheng et al. 2015).
 
 Import every name from here: ``from deeplab_lessons.crf import dense_crf, CRFParams``.
 """
@@ -23,6 +25,7 @@ from .lattice import LatticeSum, PermutohedralLattice, lattice_features
 from .naive import gaussian_kernel_matrix, naive_kernels, naive_steps
 from .pipeline import ORDERS, downsample_image, refine
 from .pydensecrf_backend import import_pydensecrf, pydensecrf_model, pydensecrf_steps
+from .rnn import CRFasRNN
 from .search import V1_SEARCH_RANGES, CRFSample, coarse_to_fine, grid_search
 from .torch_backend import DenseCRF
 
@@ -35,6 +38,7 @@ __all__ = [
     "gaussian_kernel_matrix", "naive_kernels", "naive_steps",
     "ORDERS", "downsample_image", "refine",
     "import_pydensecrf", "pydensecrf_model", "pydensecrf_steps",
+    "CRFasRNN",
     "V1_SEARCH_RANGES", "CRFSample", "coarse_to_fine", "grid_search",
     "DenseCRF",
 ]

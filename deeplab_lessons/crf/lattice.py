@@ -65,7 +65,8 @@ class _Bags:
         return _Bags(self.index, self.weights * by_entry, self.offsets)
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        return F.embedding_bag(self.index, values, self.offsets, mode="sum", per_sample_weights=self.weights)
+        weights = self.weights if self.weights.dtype == values.dtype else self.weights.to(values.dtype)
+        return F.embedding_bag(self.index, values, self.offsets, mode="sum", per_sample_weights=weights)
 
     @staticmethod
     def identity(rows: int, device) -> "_Bags":
@@ -260,12 +261,14 @@ class PermutohedralLattice:
         return out
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
-        """Filter ``[B*N, C]`` (or ``[B, N, C]``) values; same shape out, float32.
+        """Filter ``[B*N, C]`` (or ``[B, N, C]``) values; same shape out, float32 (float64 for float64 values:
+        the same linear map, applied in double precision, e.g. for ``torch.autograd.gradcheck``).
 
         Differentiable with respect to ``values``. Blur order 0..d, as densecrf's forward pass.
         """
         shape = values.shape
-        v = values.reshape(self.batch * self.num_pixels, -1).to(torch.float32)
+        dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
+        v = values.reshape(self.batch * self.num_pixels, -1).to(dtype)
         v = _LinearOp.apply(self.splat, self._splat_t, v)
         for blur in self.blur:                         # each blur is symmetric: its own transpose
             v = _LinearOp.apply(blur, blur, v)

@@ -1,9 +1,12 @@
 """Reading recorded results: mean and spread over seeds, the paper's number beside them, and
 whether a difference between two arms is a finding at this budget.
 
-A difference counts as *resolved* only when it exceeds its spread: the gap between the two
-arms' means is larger than the sum of their standard deviations over seeds (their mean +- 1 std
-intervals do not overlap). Anything less is reported as "not resolved at this budget".
+A difference is *resolved* when Welch's t-test over the seeds (two-sided, unequal variances) gives
+p < 0.05: each seed is one independent run, and the test asks whether the two arms' means differ by
+more than their seed-to-seed variation explains. :func:`compare` also gives the 95 % confidence
+interval of the difference and the smallest difference the experiment could resolve at its n and
+spread (80 % power), and :func:`verdict` says plainly when the paper's own effect is smaller than
+that: such an experiment cannot test the paper's claim, whatever it measures.
 """
 
 from __future__ import annotations
@@ -75,28 +78,93 @@ def summary(results: dict, metric: str = "mean_iou", scale: float = 100.0) -> li
     return rows
 
 
+#: The test's level and the power at which :func:`compare` states the smallest resolvable difference.
+ALPHA, POWER = 0.05, 0.80
+
+
 def compare(results: dict, a: str, b: str, metric: str = "mean_iou", scale: float = 100.0) -> dict:
-    """``b`` minus ``a``: the difference of means, the spread (std a + std b) and ``resolved``."""
-    return compare_values(arm_values(results, a, metric), arm_values(results, b, metric), a, b, scale)
+    """``b`` minus ``a`` over seeds: :func:`compare_values`, with the paper's difference for the same two
+    rows (``paper_difference``, None where the paper has no such pair) when the metric is the mIoU."""
+    out = compare_values(arm_values(results, a, metric), arm_values(results, b, metric), a, b, scale)
+    if metric == "mean_iou":
+        keys = {arm: next((r.get("paper") for r in results["records"] if r["arm"] == arm), None) for arm in (a, b)}
+        if all(keys.values()):
+            out["paper_difference"] = paper_value(keys[b]) - paper_value(keys[a])
+    return out
+
+
+def welch(a_values: Sequence[float], b_values: Sequence[float]) -> tuple[float, float, float]:
+    """Welch's t statistic of mean(b) - mean(a), its degrees of freedom and the two-sided p-value.
+
+    NaN for all three with fewer than two values in either list; with no variance in either arm
+    the difference is exact (``t`` infinite, ``p`` 0) unless it is zero (``p`` 1).
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a_values, float), np.asarray(b_values, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = b.mean() - a.mean()
+    if va + vb == 0:
+        return (math.copysign(math.inf, diff) if diff else 0.0), float(len(a) + len(b) - 2), (0.0 if diff else 1.0)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = diff / math.sqrt(va + vb)
+    return float(t), float(df), float(2 * stats.t.sf(abs(t), df))
 
 
 def compare_values(a_values: Sequence[float], b_values: Sequence[float], a: str = "a", b: str = "b",
                    scale: float = 100.0) -> dict:
-    """:func:`compare` on two lists of per-seed values (e.g. arms recorded in two results files)."""
-    ma, sa = mean_std([scale * v for v in a_values])
-    mb, sb = mean_std([scale * v for v in b_values])
-    diff, spread = mb - ma, sa + sb
-    return {"a": a, "b": b, "difference": diff, "spread": spread,
-            "resolved": bool(abs(diff) > spread and not math.isnan(diff))}
+    """``b`` minus ``a`` on two lists of per-seed values (times ``scale``), tested with Welch's t.
+
+    Returns ``difference`` (of means), ``n_a``/``n_b``, ``t``, ``df``, ``p``, ``ci`` (the 95 %
+    interval of the difference), ``detectable`` (the smallest true difference this n and spread
+    resolve with 80 % power at p < 0.05: ``(t_{0.975, df} + t_{0.80, df})`` standard errors),
+    ``resolved`` (p < 0.05) and ``spread`` (std a + std b, kept for the data set's design targets).
+    """
+    from scipy import stats
+
+    av, bv = [scale * v for v in a_values], [scale * v for v in b_values]
+    (ma, sa), (mb, sb) = mean_std(av), mean_std(bv)
+    diff = mb - ma
+    t, df, p = welch(av, bv)
+    se = math.sqrt(sa ** 2 / len(av) + sb ** 2 / len(bv)) if len(av) > 1 and len(bv) > 1 else math.nan
+    if math.isnan(df):
+        ci, detectable = (math.nan, math.nan), math.nan
+    else:
+        half = stats.t.ppf(1 - ALPHA / 2, df) * se
+        ci = (diff - half, diff + half)
+        detectable = (stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)) * se
+    return {"a": a, "b": b, "difference": diff, "spread": sa + sb, "n_a": len(av), "n_b": len(bv), "t": t, "df": df,
+            "p": p, "ci": ci, "detectable": detectable, "resolved": bool(p < ALPHA) if not math.isnan(p) else False,
+            "paper_difference": None}
 
 
 def verdict(comparison: dict, unit: str = " points", fmt: Callable[[float], str] = "{:+.1f}".format) -> str:
-    """A sentence for a lesson: the measured difference and whether it is a finding at this budget."""
+    """A sentence for a lesson: the difference, its test, whether it is resolved, and what the experiment can test.
+
+    With the paper's difference for the same rows (:func:`compare` fills it in) it also says whether the
+    measured direction matches the paper's, and says plainly when the paper's effect is smaller than the
+    smallest difference this experiment resolves.
+    """
     c = comparison
     if math.isnan(c["difference"]):
         return f"{c['b']} vs {c['a']}: not measured"
-    text = f"{c['b']} vs {c['a']}: {fmt(c['difference'])}{unit} (spread {c['spread']:.1f})"
-    return text + (" — resolved" if c["resolved"] else " — not resolved at this budget")
+    text = f"{c['b']} vs {c['a']}: {fmt(c['difference'])}{unit}"
+    if math.isnan(c["p"]):
+        return text + f" (n = {c['n_a']} + {c['n_b']} seeds: too few to test) — not resolved"
+    lo, hi = c["ci"]
+    text += (f" (95 % CI {fmt(lo)} to {fmt(hi)}; Welch's t, n = {c['n_a']} + {c['n_b']} seeds, p = {c['p']:.2g}) — "
+             + ("resolved" if c["resolved"] else "not resolved")
+             + f"; the smallest difference it resolves is about {c['detectable']:.1f}{unit}")
+    paper = c.get("paper_difference")
+    if paper is not None:
+        text += f"; the paper's: {fmt(paper)}{unit}"
+        if c["resolved"]:
+            text += " (same direction)" if (paper > 0) == (c["difference"] > 0) else " (the opposite direction)"
+        if abs(paper) < c["detectable"]:
+            text += ", smaller than what this experiment resolves: it cannot test the paper's claim"
+    return text
 
 
 def format_table(rows: list[dict], unit: str = "mIoU %") -> str:

@@ -5,9 +5,10 @@ DeepLab v1 (arXiv 1412.7062, Sec. 3.1 and Table 2) starts from VGG16 made fully 
 stride 1, conv5_1..3 after them get dilation (atrous rate) 2, and fc6 becomes an atrous conv.
 The released Caffe configs build this on two trunks (:func:`vgg16_features`):
 
-- ``"deeplab"`` (the "DeepLab" config: v1's DeepLab, DeepLab-7x7, DeepLab-4x4 rows): VGG16's
-  2x2 max pools for pool1-4 (pool4 at stride 1), pool5 3x3 stride 1, no ``pool5a``; 306-px
-  training crops give 39 x 39 scores;
+- ``"deeplab"`` (the "DeepLab" config: v1's DeepLab, DeepLab-7x7, DeepLab-4x4 rows), a
+  reconstruction (no layer definition of that config is quoted here): VGG16's 2x2 max pools for
+  pool1-4 (pool4 at stride 1), pool5 3x3 stride 1, no ``pool5a``; it reproduces v1's reported
+  39 x 39 scores for a 306-px input (Sec. 3.2, the input of its speed measurement);
 - ``"largefov"`` (the "DeepLab-LargeFOV" config): every pool 3x3 with padding 1, which keeps
   output ``j`` of every layer centred on input pixel ``j * jump``, plus ``pool5a``, a 3x3
   stride-1 average pool after pool5; 321 -> 41 and 513 -> 65.
@@ -85,10 +86,11 @@ def vgg16_features(width: float = 1.0, mode: str = "largefov") -> nn.Sequential:
               (stride 2 for pool1-3, 1 for pool4/pool5), conv5 at dilation 2, then ``pool5a``, a
               3x3 stride-1 average pool. Output ``ceil(H / 8)`` (321 -> 41, 513 -> 65); output
               ``j`` is centred on input pixel ``8 j``.
-            - ``"deeplab"``: the trunk of the released "DeepLab" config (v1's DeepLab, -7x7 and
-              -4x4 rows): VGG16's 2x2 max pools (stride 2, padding 1, Caffe's ceil rounding) for
-              pool1-3, pool4 2x2 stride 1 (no padding), conv5 at dilation 2, pool5 3x3 stride 1
-              padding 1, no ``pool5a``. A 306-px crop (the config's) gives 39 x 39 scores; the
+            - ``"deeplab"``: this package's reconstruction of the "DeepLab" config's trunk (v1's
+              DeepLab, -7x7 and -4x4 rows; no layer definition of it is quoted here): VGG16's 2x2
+              max pools (stride 2, padding 1, Caffe's ceil rounding) for pool1-3, pool4 2x2 stride
+              1 (no padding), conv5 at dilation 2, pool5 3x3 stride 1 padding 1, no ``pool5a``. A
+              306-px input (v1 Sec. 3.2's speed measurement) gives 39 x 39 scores as v1 reports; the
               closed-form field of fc6 7x7 rate 4 on it is 404 px, of 4x4 rate 4 308 px, the
               numbers of v1 Sec. 3.2. Output ``j`` is centred on input pixel ``8 j + 1/2``.
             - ``"stride32"``: every pool 3x3 / padding 1 at stride 2 (output stride 32);
@@ -299,7 +301,7 @@ def decimation_indices(kernel_size: int, channels: int, source_kernel: int = 7,
     """
     if kernel_size < 1 or kernel_size > source_kernel or (source_kernel - 1) % max(kernel_size - 1, 1):
         raise ValueError(f"kernel_size {kernel_size} cannot be decimated evenly from {source_kernel}x{source_kernel} "
-                         f"(use 7, 4, 3 or 1)")
+                         f"(use 7, 4, 3, 2 or 1)")
     if channels < 1 or source_channels % channels:
         raise ValueError(f"channels {channels} must divide {source_channels} for an even decimation")
     step = (source_kernel - 1) // (kernel_size - 1) if kernel_size > 1 else 0

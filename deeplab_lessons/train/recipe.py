@@ -290,11 +290,11 @@ LR_POLICIES = ("poly", "step")
 
 #: The published training recipes, by model family (``MODEL_FAMILY``). Sources:
 #: v1 (arXiv 1412.7062 Sec. 5): batch 20, lr 1e-3 (10x on the classifier), x0.1 every 2000
-#: iterations, momentum 0.9, weight decay 5e-4; 6000 iterations, the crops (306 for the
-#: "DeepLab" trunk, 321 for LargeFOV) and random crop + mirror without rescaling from the
-#: released solver and configs.
-#: (v2 Table 1 lists the step baseline at batch 30: the released solver may have differed from v1's text.)
-#: v2 (arXiv 1606.00915 Sec. 4.1, Table 1): poly (power 0.9), batch 10, 20k iterations, crop 321;
+#: iterations, momentum 0.9, weight decay 5e-4; 6000 iterations; LargeFOV's 321 crop and random
+#: crop + mirror without rescaling from its released config. For the "DeepLab" trunk no training
+#: crop is documented: 306 is the input of v1's speed measurement (Sec. 3.2), used here as a stand-in.
+#: (v2 Table 2 lists the step baseline at batch 30: the released solver may have differed from v1's text.)
+#: v2 (arXiv 1606.00915 Sec. 4.1, Table 2): poly (power 0.9), batch 10, 20k iterations, crop 321;
 #: the VGG experiments without random rescaling (v2 adds it for ResNet, Table 4 "Aug").
 #: v3 (arXiv 1706.05587 Sec. 4.1 and Appendix): crop 513, batch 16, lr 0.007 with poly, 30k
 #: iterations, random rescaling 0.5 to 2.0 and flips, BatchNorm trained, output stride 16 for
