@@ -117,6 +117,11 @@ def test_runner_records_skips_and_replaces(tiny_voc, tmp_path, monkeypatch):
         (a.label, s) for a in ex.EXPERIMENTS["lr-policy"].arms for s in (0, 1))
     on_disk = ex.load_results(tmp_path / "results" / "lr-policy.json")
     assert on_disk["records"] == results["records"] and "python -m deeplab_lessons.experiments lr-policy" in on_disk["command"]
+    for record in on_disk["records"]:                # each run's learning curve and its dilated convs' geometry
+        assert record["history"][-1]["iteration"] == ex.SMOKE_TRAINING["iterations"] and len(record["history"]) >= 2
+        assert record["geometry"]["crop_size"] == ex.SMOKE_TRAINING["crop_size"]
+        assert any(".fc6" in k for k in record["geometry"]["off_centre_tap_share"])
+    assert ex.runner.eval_interval(300) == 60 and ex.runner.eval_interval(2000) == 400   # 5 evaluations a run
 
     # a rerun trains and measures nothing
     def fail(*a, **k):
@@ -223,3 +228,38 @@ def test_data_readme_table_matches_the_recorded_results():
     readme = (config.REPO_ROOT / "data" / "README.md").read_text()
     table = ex.properties_markdown(ex.data_properties(config.voc_root()))
     assert f"{ex.properties.TABLE_START}\n{table}\n{ex.properties.TABLE_END}" in readme
+
+
+def test_off_centre_tap_share_matches_the_hand_counts():
+    from deeplab_lessons.models import off_centre_tap_share
+
+    # a 3x3 filter on the maps of 128-px crops (VGG 16 x 16, v3 8 x 8) and of the papers' crops (41, 33)
+    cases = {(16, 6): 50.8, (16, 12): 15.6, (16, 18): 0.0, (16, 24): 0.0, (8, 6): 15.6, (8, 8): 0.0, (8, 12): 0.0,
+             (8, 18): 0.0, (41, 24): 29.3, (33, 18): 33.1}
+    for (n, rate), share in cases.items():
+        assert round(100 * off_centre_tap_share(n, rate), 1) == share, (n, rate)
+    # by hand on a 3-wide map at rate 1: corner positions see 3 of 8, edges 5 of 8, the centre all 8
+    assert off_centre_tap_share(3, 1) == pytest.approx((4 * 3 + 4 * 5 + 8) / 9 / 8)
+    assert off_centre_tap_share(5, 1, kernel_size=1) == 1.0
+
+
+def test_dilated_tap_shares_reads_every_dilated_conv_of_a_model():
+    from deeplab_lessons.models import build_model
+
+    shares = ex.dilated_tap_shares(build_model("aspp-l", width=0.125, norm="batch"), 128)
+    fc6 = {k: v for k, v in shares.items() if ".fc6" in k}
+    assert len(fc6) == 4                                         # one per ASPP-L branch: rates 6, 12, 18, 24
+    assert sorted(fc6.values(), reverse=True) == pytest.approx([0.5078, 0.1562, 0.0, 0.0], abs=1e-4)
+    assert all(k.startswith("features.conv5") for k in shares if ".fc6" not in k)         # rate-2 conv5
+
+
+def test_convergence_reads_the_learning_curves():
+    def rec(seed, curve):
+        return {"arm": "a", "seed": seed, "history": [{"iteration": 100 * (i + 1), "mean_iou": m}
+                                                       for i, m in enumerate(curve)]}
+    still = {"records": [rec(0, [0.2, 0.4, 0.5, 0.6]), rec(1, [0.2, 0.4, 0.52, 0.62])]}
+    c = ex.convergence(still, "a")
+    assert c["n"] == 2 and c["gains"] == pytest.approx([10.0, 10.0]) and not c["converged"]   # 3/4 of 400 = 300
+    flat = {"records": [rec(0, [0.5, 0.7, 0.80, 0.81])]}
+    assert ex.convergence(flat, "a")["converged"]
+    assert ex.convergence({"records": [{"arm": "a", "seed": 0}]}, "a") is None

@@ -6,26 +6,28 @@ a rerun skips what is recorded. The lessons plot those files beside the papers' 
 
 Where each part lives: :mod:`.suite` (what each experiment trains and measures, the budget),
 :mod:`.measures` (scores beyond mIoU: object sizes, the image-level pair, the CRF by trimap band,
-cue flips), :mod:`.runner` (train once, measure, record atomically), :mod:`.results` (mean and
-spread, the paper's number, whether a difference is resolved), :mod:`.properties` (the
+cue flips, each dilated conv's taps on the map), :mod:`.runner` (train once with a learning curve,
+measure, record atomically), :mod:`.results` (mean and spread, the paper's number, Welch's test of a
+difference and its power, convergence), :mod:`.properties` (the
 embedded set's P1-P6 table), :mod:`.cli`.
 """
 
-from .measures import (CRF_BANDS, FLIP_BINS, crf_measures, crf_search, cue_flips, object_regions,
+from .measures import (CRF_BANDS, FLIP_BINS, crf_measures, crf_search, cue_flips, dilated_tap_shares, object_regions,
                        segmentation_measures)
 from .properties import colour_only_miou, data_properties, properties_markdown, size_span, write_table
-from .results import (arm_values, arms, compare, compare_values, format_table, mean_std, metric_value, paper_value,
-                      summary, verdict)
+from .results import (CONVERGED_GAIN, arm_values, arms, compare, compare_values, convergence, format_table, mean_std,
+                      metric_value, paper_value, summary, verdict, welch)
 from .runner import (CRF_SEARCH_IMAGES, RESULTS_DIR, RUNS_DIR, command, cue_scenes, data_marker, load_results,
                      measure, run_config, run_experiment, run_key, trained_model)
 from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_TRAINING, SUITE_TRAINING, Arm,
                     Experiment)
 
 __all__ = [
-    "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "object_regions", "segmentation_measures",
+    "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "dilated_tap_shares", "object_regions",
+    "segmentation_measures",
     "colour_only_miou", "data_properties", "properties_markdown", "size_span", "write_table",
-    "arm_values", "arms", "compare", "compare_values", "format_table", "mean_std", "metric_value", "paper_value",
-    "summary", "verdict",
+    "CONVERGED_GAIN", "arm_values", "arms", "compare", "compare_values", "convergence", "format_table", "mean_std",
+    "metric_value", "paper_value", "summary", "verdict", "welch",
     "CRF_SEARCH_IMAGES", "RESULTS_DIR", "RUNS_DIR", "command", "cue_scenes", "data_marker", "load_results", "measure",
     "run_config", "run_experiment", "run_key", "trained_model",
     "DEFAULT_SEEDS", "EXPERIMENTS", "LEARNABILITY_ITERATIONS", "SMOKE_TRAINING", "SUITE_TRAINING", "Arm",

@@ -36,6 +36,39 @@ CRF_BANDS = (2, 4, 8, 16, 24)
 FLIP_BINS = tuple(range(0, 105, 8))
 
 
+def dilated_tap_shares(model: torch.nn.Module, input_size: int | Sequence[int]) -> dict[str, float]:
+    """For every dilated convolution of ``model`` (dilation > 1), the share of its non-centre taps that
+    land on its input map at ``input_size``, averaged over output positions
+    (:func:`~deeplab_lessons.models.off_centre_tap_share`): below about 15 % a branch barely trains.
+
+    The map sizes come from one forward pass of a zero image (hooks record each conv's input size).
+    """
+    from deeplab_lessons.models import off_centre_tap_share
+
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    shapes, hooks = {}, []
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:          # returns None: the output is left as it is
+            shapes.setdefault(name, (module, tuple(inputs[0].shape[-2:])))
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and max(module.dilation) > 1:
+            hooks.append(module.register_forward_hook(record(name)))
+    param = next(model.parameters())
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, *size, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return {name: round(off_centre_tap_share(hw, m.dilation[0], m.kernel_size[0], m.padding[0]), 4)
+            for name, (m, hw) in shapes.items()}
+
+
 def object_regions(target: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """``(class, bool mask)`` of every connected region of one object class in a label map (void excluded)."""
     regions = []

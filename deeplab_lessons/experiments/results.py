@@ -66,6 +66,32 @@ def paper_value(key: str | None) -> float | None:
     return float(value)
 
 
+#: An arm has converged when its mean gain over the last quarter of training is at most this (mIoU points).
+CONVERGED_GAIN = 1.5
+
+
+def convergence(results: dict, arm: str, tolerance: float = CONVERGED_GAIN, scale: float = 100.0) -> dict | None:
+    """Whether ``arm`` had stopped learning by the end of its budget, from the recorded learning curves.
+
+    For each seed's ``history`` (``[{"iteration", "mean_iou"}, ...]``) the gain over the last quarter is
+    the final mean IoU minus the one at 3/4 of the run (linearly interpolated between evaluations).
+    Returns ``{"gain_last_quarter": mean over seeds, "gains": per seed, "n", "converged": gain <= tolerance}``,
+    or ``None`` when no record of the arm carries a history (results recorded before histories were).
+    """
+    gains = []
+    for record in sorted(results["records"], key=lambda r: r["seed"]):
+        history = record.get("history") if record["arm"] == arm else None
+        if not history:
+            continue
+        its = np.array([h["iteration"] for h in history], dtype=float)
+        miou = np.array([h["mean_iou"] for h in history], dtype=float)
+        gains.append(scale * float(miou[-1] - np.interp(0.75 * its[-1], its, miou)))
+    if not gains:
+        return None
+    mean = float(np.mean(gains))
+    return {"gain_last_quarter": mean, "gains": gains, "n": len(gains), "converged": mean <= tolerance}
+
+
 def summary(results: dict, metric: str = "mean_iou", scale: float = 100.0) -> list[dict]:
     """One row per arm: ``arm``, ``n`` seeds, ``mean`` and ``std`` (times ``scale``), ``values``, ``paper``."""
     rows = []

@@ -32,7 +32,7 @@ from deeplab_lessons.inference import at_output_stride, forward_logits, predict
 from deeplab_lessons.models.common import normalize, upsample_logits
 from deeplab_lessons.train import RUN_FIELDS, TrainConfig, load_model, train, write_atomically
 
-from .measures import crf_measures, crf_search, cue_flips, segmentation_measures
+from .measures import crf_measures, crf_search, cue_flips, dilated_tap_shares, segmentation_measures
 from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
 
 #: Where results files are committed, and where trained weights are cached (ignored by git).
@@ -83,11 +83,21 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     write_atomically(path, lambda handle: handle.write(json.dumps(payload, indent=1) + "\n"), binary=False)
 
 
+#: Evaluations of the validation split in every training run of the suite (its learning curve).
+HISTORY_POINTS = 5
+
+
+def eval_interval(iterations: int, points: int = HISTORY_POINTS) -> int:
+    """Iterations between evaluations so that a run of ``iterations`` is scored ``points`` times (the last at its end)."""
+    return max(1, iterations // points)
+
+
 def trained_model(cfg: TrainConfig, folder: Path, log: Callable[[str], None] = print) -> tuple[torch.nn.Module, dict]:
     """The model ``cfg`` trains: loaded from ``folder/model.pt`` when a finished run is there, else trained into it.
 
-    Returns ``(model in eval mode, info)`` with the run's ``train_seconds``, ``images_per_second``,
-    ``finished`` time and the machine's load average when it finished.
+    Returns ``(model in eval mode, info)`` with the run's learning curve ``history`` (a list of
+    ``{"iteration", "mean_iou"}``, :data:`HISTORY_POINTS` evaluations), ``train_seconds``,
+    ``images_per_second``, ``finished`` time and the machine's load average when it finished.
     """
     info_path = folder / "info.json"
     lock = folder / ".training"
@@ -100,8 +110,11 @@ def trained_model(cfg: TrainConfig, folder: Path, log: Callable[[str], None] = p
     log(f"  training {cfg.model} seed {cfg.seed} ({cfg.iterations} iterations) -> {folder}")
     interrupted = (folder / "last.pt").is_file() and not (folder / "model.pt").exists()   # a killed suite's run
     result = train(TrainConfig.from_dict({**cfg.as_dict(), "out": str(folder), "resume": interrupted,
-                                          "overwrite": not interrupted, "eval_every": 0}))
-    info = {"train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second, 1),
+                                          "overwrite": not interrupted, "eval_every": eval_interval(cfg.iterations)}))
+    history = [{"iteration": int(t), "mean_iou": round(float(m), 5)}
+               for t, m in zip(result.history["eval_iteration"], result.history["mean_iou"])]
+    info = {"history": history,
+            "train_seconds": round(result.train_seconds, 1), "images_per_second": round(result.images_per_second, 1),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "load_average": [round(x, 2) for x in os.getloadavg()], "threads": torch.get_num_threads(),
             "machine": platform.machine()}
@@ -306,6 +319,8 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
             measures = measure(exp, arm, model, voc, smoke)
             record = {"arm": arm.label, "seed": seed, "key": key, "train": arm.train, "evaluate": arm.evaluate,
                       "paper": arm.paper, "measures": measures, "measure_seconds": round(time.perf_counter() - start, 1),
+                      "geometry": {"crop_size": cfg.crop_size,
+                                   "off_centre_tap_share": dilated_tap_shares(model, cfg.crop_size)},
                       **info}
             others = [r for r in _recorded(path, results) if not (r["arm"] == arm.label and r["seed"] == seed)]
             results["records"] = others + [record]

@@ -25,7 +25,8 @@ Conventions shared by every model built here:
 - ``width`` scales every channel count; ``width=1.0`` is the paper's network.
 """
 
-from .aspp import ASPP, V2_RATES, ASPPv2Head, ImagePooling, aspp_rates, valid_tap_counts, valid_tap_fraction
+from .aspp import (ASPP, V2_RATES, ASPPv2Head, ImagePooling, aspp_rates, off_centre_tap_share, valid_tap_counts,
+                   valid_tap_fraction)
 from .common import (IMAGENET_MEAN, IMAGENET_STD, MAX_WIDTH, check_num_classes, check_width, classifier_parameters,
                      conv_macs, denormalize, init_weights, normalize, scaled_channels, split_parameters,
                      upsample_logits)
@@ -48,7 +49,8 @@ from .xception import (XCEPTION65_BLOCKS, XCEPTION_LAYOUTS, XCEPTION_OUTPUT_STRI
                        xception_channels)
 
 __all__ = [
-    "ASPP", "V2_RATES", "ASPPv2Head", "ImagePooling", "aspp_rates", "valid_tap_counts", "valid_tap_fraction",
+    "ASPP", "V2_RATES", "ASPPv2Head", "ImagePooling", "aspp_rates", "off_centre_tap_share", "valid_tap_counts",
+    "valid_tap_fraction",
     "IMAGENET_MEAN", "IMAGENET_STD", "MAX_WIDTH", "check_num_classes", "check_width", "classifier_parameters",
     "conv_macs", "denormalize", "init_weights", "normalize", "scaled_channels", "split_parameters", "upsample_logits",
     "looks_linear_", "zero_residual_",
