@@ -59,7 +59,7 @@ def test_a_few_steps_lower_the_loss():
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0]
     assert (layer.weights > 0).all() and not torch.equal(layer.compatibility.detach(), torch.eye(3))
-    assert layer.current_params().bi_w == pytest.approx(float(layer.weights[0]))
+    assert layer.current_params().bi_w == pytest.approx(float(layer.weights[0].detach()))
 
 
 def test_clear_errors_for_bad_input():
