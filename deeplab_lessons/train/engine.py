@@ -233,7 +233,8 @@ def prepare_out(cfg: TrainConfig) -> Path | None:
 
     A file, a folder that cannot be written, or a folder holding a run (:data:`RUN_FILES`) that
     ``cfg`` neither resumes nor overwrites is a ``ValueError`` saying what to do. With
-    ``overwrite`` the old run's files are deleted first, so the folder never mixes two runs.
+    ``overwrite`` the old run's ``model.pt`` and ``history.json`` are deleted first and its ``last.pt``
+    is replaced at the new run's first checkpoint, so the folder never mixes two runs' results.
     """
     if not cfg.out:
         return None
@@ -258,9 +259,10 @@ def prepare_out(cfg: TrainConfig) -> Path | None:
     except OSError as err:
         raise ValueError(f"out={str(out)!r} cannot be written ({err.strerror or err}): give a folder you can "
                          "write to") from None
-    if cfg.overwrite and not cfg.resume:
-        for name in held:
-            (out / name).unlink()
+    if cfg.overwrite and not cfg.resume:       # the old run's results go at once; its last.pt is replaced (atomically)
+        for name in held:                      # at the new run's first checkpoint, so the folder never mixes two runs
+            if name != "last.pt":
+                (out / name).unlink(missing_ok=True)
     return out
 
 

@@ -95,8 +95,9 @@ class TrainConfig:
                                       "is interrupted: Ctrl-C or SIGTERM always write it)")
     out: str | None = _opt(None, "run folder: last.pt (resumable), model.pt (final weights), history.json")
     resume: bool = _opt(False, "continue the run in OUT from OUT/last.pt (same schedule position)")
-    overwrite: bool = _opt(False, "start afresh in an OUT that already holds a run, deleting its last.pt, model.pt "
-                                  "and history.json (without it such an OUT is refused)")
+    overwrite: bool = _opt(False, "start afresh in an OUT that already holds a run: its model.pt and history.json "
+                                  "are deleted, its last.pt replaced at the first checkpoint (without it such an OUT "
+                                  "is refused)")
     stop_at: int | None = _opt(None, "stop after this iteration as if interrupted (checkpoint kept; --resume continues)")
     device: str | None = _opt(None, "cpu, cuda, cuda:1 ... (default: config.device(); cuda:LOCAL_RANK under torchrun)")
     log_every: int = _opt(10, "iterations between loss/LR updates of the progress bar and history")
