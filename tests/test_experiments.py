@@ -87,12 +87,15 @@ def test_compare_is_welchs_t_test_with_its_power():
     se = (4 / 3 + 9 / 3) ** 0.5
     assert ac["detectable"] == pytest.approx((stats.t.ppf(0.975, ac["df"]) + stats.t.ppf(0.8, ac["df"])) * se)
     assert "— not resolved" in ex.verdict(ac) and "— resolved" in ex.verdict(ab) and "n = 3 + 3" in ex.verdict(ab)
-    # the paper's difference, when its effect is below what the experiment can resolve
+    # the paper's difference: below what the experiment detects and not resolved -> it cannot test the claim
     for r in results["records"]:
-        r["paper"] = {"a": "v3.table5.mg111", "c": "v3.table5.mg124"}.get(r["arm"])
+        r["paper"] = {"a": "v3.table5.mg111", "b": "v3.table5.mg124", "c": "v3.table5.mg124"}.get(r["arm"])
     small = ex.compare(results, "a", "c")
     assert small["paper_difference"] == pytest.approx(ex.paper_value("v3.table5.mg124") - ex.paper_value("v3.table5.mg111"))
-    assert "it cannot test the paper's claim" in ex.verdict(small)
+    assert "this experiment cannot test the paper's claim" in ex.verdict(small)
+    # resolved: the direction against the paper's, and whether the interval holds the paper's difference
+    big = ex.verdict(ex.compare(results, "a", "b"))
+    assert "same direction (outside the interval)" in big and "cannot test" not in big
     one = ex.compare_values([0.5], [0.6, 0.7])
     assert not one["resolved"] and "too few to test" in ex.verdict(one)
     rows = ex.summary(results)

@@ -14,6 +14,11 @@ The identity is the Potts model of DeepLab's CRF (Potts penalises every other la
 amount, ``sum_l' k~Q_l' - k~Q_l``; the sum is the same for every label of a pixel, and softmax ignores
 it), so at initialisation :class:`CRFasRNN` computes exactly :func:`~.api.dense_crf`'s mean field.
 The kernel widths stay fixed: which lattice cell a pixel falls in is not differentiable in them.
+
+Where this layer departs from the paper: its two kernel weights are shared by all labels (the paper
+learns one weight per label and kernel, its Sec. 4.3) and kept positive; its messages include each
+pixel's own term, as ``densecrf`` and :func:`~.api.dense_crf` do (the paper's Algorithm 1 sums over
+``j != i``), which is what makes it equal to the lessons' CRF at initialisation.
 """
 
 from __future__ import annotations

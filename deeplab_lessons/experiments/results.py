@@ -4,9 +4,10 @@ whether a difference between two arms is a finding at this budget.
 A difference is *resolved* when Welch's t-test over the seeds (two-sided, unequal variances) gives
 p < 0.05: each seed is one independent run, and the test asks whether the two arms' means differ by
 more than their seed-to-seed variation explains. :func:`compare` also gives the 95 % confidence
-interval of the difference and the smallest difference the experiment could resolve at its n and
-spread (80 % power), and :func:`verdict` says plainly when the paper's own effect is smaller than
-that: such an experiment cannot test the paper's claim, whatever it measures.
+interval of the difference and the difference the experiment would detect 80 % of the time at its n
+and spread (an approximate, post-hoc figure from the observed standard error). :func:`verdict` says
+plainly when a difference is not resolved and the paper's own effect is below that figure: then the
+experiment cannot test the paper's claim (its null result would not contradict it).
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ def compare_values(a_values: Sequence[float], b_values: Sequence[float], a: str 
     interval of the difference), ``detectable`` (the smallest true difference this n and spread
     resolve with 80 % power at p < 0.05: ``(t_{0.975, df} + t_{0.80, df})`` standard errors),
     ``resolved`` (p < 0.05) and ``spread`` (std a + std b, kept for the data set's design targets).
+    ``detectable`` is approximate and post hoc (the observed standard error and Welch's df stand in for a
+    noncentral-t power calculation); a smaller observed difference can still be resolved.
     """
     from scipy import stats
 
@@ -182,14 +185,17 @@ def verdict(comparison: dict, unit: str = " points", fmt: Callable[[float], str]
     lo, hi = c["ci"]
     text += (f" (95 % CI {fmt(lo)} to {fmt(hi)}; Welch's t, n = {c['n_a']} + {c['n_b']} seeds, p = {c['p']:.2g}) — "
              + ("resolved" if c["resolved"] else "not resolved")
-             + f"; the smallest difference it resolves is about {c['detectable']:.1f}{unit}")
+             + f"; it would detect a difference of about {c['detectable']:.1f}{unit} 80 % of the time")
     paper = c.get("paper_difference")
     if paper is not None:
         text += f"; the paper's: {fmt(paper)}{unit}"
         if c["resolved"]:
-            text += " (same direction)" if (paper > 0) == (c["difference"] > 0) else " (the opposite direction)"
-        if abs(paper) < c["detectable"]:
-            text += ", smaller than what this experiment resolves: it cannot test the paper's claim"
+            text += ", same direction" if (paper > 0) == (c["difference"] > 0) else ", the opposite direction"
+            if not lo <= paper <= hi:
+                text += " (outside the interval)"
+        elif abs(paper) < c["detectable"]:
+            text += (", below what it detects 80 % of the time: this experiment cannot test the paper's claim "
+                     "(a null result here does not contradict it)")
     return text
 
 

@@ -6,8 +6,9 @@
   True, True]``, ASPP rates 12, 24, 36), plus one layer the paper does not have: a 3x3 conv + BN + ReLU
   between the ASPP and the classifier (``head="torchvision"``). Its ``COCO_WITH_VOC_LABELS_V1`` weights
   score the 21 PASCAL VOC classes, so the lessons' v3 segments real photographs with them.
-- :func:`from_timm_xception65`: timm's ``xception65`` (the port of the released TensorFlow weights) as
-  this package's :class:`~.xception.AlignedXception` in its ``"released"`` layout.
+- :func:`from_timm_xception65`: timm's ``xception65`` as this package's :class:`~.xception.AlignedXception`
+  in its ``"released"`` layout (timm's ``xception65.tf_in1k`` weights are the port of the released
+  TensorFlow ImageNet checkpoint; its default weights are timm's own training, in the same layout).
 
 Both copy tensor by tensor and check every name and shape; nothing here downloads anything (getting the
 weights is torchvision's / timm's business: :func:`torchvision_voc_weights_cached` says whether they are
