@@ -306,6 +306,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.path, self.iteration, self.signum = path, iteration, signum
 
 
+def _write_history(out: Path, cfg: TrainConfig, history: dict, metrics: dict) -> None:
+    """``out/history.json``: the run's config, history and final metrics (empty for an unfinished run)."""
+    (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history, "metrics": metrics},
+                                                 indent=1) + "\n")
+
+
 def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device, amp: bool,
          interrupt: Interrupt) -> TrainResult:
     from tqdm.auto import tqdm
@@ -434,8 +440,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
     bar.close()
     if interrupt.signal is not None and iteration < stop:
         if out is not None and rank == 0:
-            (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history,
-                                                          "metrics": {}}, indent=1) + "\n")
+            _write_history(out, cfg, history, {})
         name = signal.Signals(interrupt.signal).name
         kept = (f"{last_path} holds iteration {iteration}: continue with --resume (resume=True) and the same "
                 f"settings" if last_path is not None else "nothing was saved (no out= folder was given)")
@@ -455,8 +460,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         if out is not None and rank == 0:
             final_path = save_checkpoint(run_state(cfg, model, iteration, history, metrics), out / "model.pt")
     if out is not None and rank == 0:
-        (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history,
-                                                      "metrics": metrics}, indent=1) + "\n")
+        _write_history(out, cfg, history, metrics)
     steps = iteration - start
     return TrainResult(model=model, metrics=metrics, history=history, checkpoint=final_path,
                        train_seconds=train_seconds,
