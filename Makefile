@@ -71,7 +71,7 @@ bench: setup data  ## benchmarks/: measured ratios against the references
 
 # The two halves take about as long on one core each: the CRF runs and v3's output-stride-8 training
 # beside everything else. Each run is recorded as it finishes; a rerun skips what is recorded.
-EXPERIMENTS_A ?= crf v3-output-stride
+EXPERIMENTS_A ?= crf crf-rnn v3-output-stride
 EXPERIMENTS_B ?= fov lr-policy aspp cue learnability v3-aspp
 
 experiments: data  ## the papers' experiments, 3 seeds each, as two 1-thread processes (hours; resumable), then data/README's P1-P6

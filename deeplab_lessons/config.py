@@ -192,6 +192,7 @@ LESSON_MINUTES = {
     "05_training_on_voc": {"smoke": 1, "cpu": 4, "gpu": 8, "paper": 600},
     "06_dense_crf": {"smoke": 1, "cpu": 6, "gpu": 4, "paper": None},
     "07_deeplab_v3_and_beyond": {"smoke": 1, "cpu": 3, "gpu": 5, "paper": None},
+    "08_crf_as_rnn": {"smoke": 1, "cpu": 4, "gpu": 3, "paper": None},
 }
 
 

@@ -5,7 +5,8 @@ returns the :class:`PaperFigure` (value, unit, paper, where in it, what it measu
 ``cite(key)`` a short string for a printed line, e.g. ``"404 px (v1, Sec. 3.2)"``.
 
 Papers: v1 = Chen et al., arXiv 1412.7062; v2 = arXiv 1606.00915; v3 = arXiv 1706.05587;
-v3+ = arXiv 1802.02611. "released config" marks numbers of the authors' released Caffe
+v3+ = arXiv 1802.02611; crfrnn = Zheng et al., "Conditional Random Fields as Recurrent Neural
+Networks", arXiv 1502.03240 (ICCV 2015). "released config" marks numbers of the authors' released Caffe
 configuration files rather than the paper text.
 """
 
@@ -91,6 +92,21 @@ PAPER_FIGURES: dict[str, PaperFigure] = {
     "v3p.separable_madds": _f("33% to 41%", "", "v3+", "Table 5",
                               "fewer multiply-adds with atrous separable convolution"),
     "v3p.xception.middle_blocks": _f(16, "", "v3+", "Sec. 3.2, Fig. 4", "middle-flow blocks of Xception-65"),
+    # CRF as RNN (FCN-8s + the dense CRF as layers): Table 1 is the reduced VOC 2012 val set (346 images), no COCO
+    "crfrnn.table1.fcn8s": _f(61.3, "% mIoU", "crfrnn", "Table 1", "plain FCN-8s, reduced VOC12 val"),
+    "crfrnn.table1.disconnected": _f(63.7, "% mIoU", "crfrnn", "Table 1",
+                                     "FCN-8s and CRF disconnected (CRF parameters by cross-validation)"),
+    "crfrnn.table1.end_to_end": _f(69.6, "% mIoU", "crfrnn", "Table 1", "end-to-end training of CRF-RNN"),
+    "crfrnn.gain.end_to_end": _f(3.4, "points", "crfrnn", "Sec. 7.1",
+                                 "end-to-end training after initialising the CRF's parameters"),
+    "crfrnn.gain.crf_only": _f(1, "point", "crfrnn", "Sec. 7.1", "training only the CRF, FCN-8s frozen"),
+    "crfrnn.gain.test_t10": _f(0.2, "points", "crfrnn", "Sec. 7.1", "T = 10 at test time after training with T = 5"),
+    "crfrnn.gain.train_t10": _f(-0.7, "points", "crfrnn", "Sec. 7.1", "T = 10 in training too"),
+    "crfrnn.gain.per_label_weights": _f(1.8, "points", "crfrnn", "Sec. 7.1", "one kernel weight per label"),
+    "crfrnn.gain.asymmetric": _f(0.9, "points", "crfrnn", "Sec. 7.1", "asymmetric compatibility, on top of that"),
+    "crfrnn.test.coco": _f(74.7, "% mIoU", "crfrnn", "Sec. 1", "VOC 2012 test, trained with COCO"),
+    "crfrnn.lr": _f("1e-13", "", "crfrnn", "Sec. 6", "fixed learning rate (momentum 0.99, one image per batch)"),
+
 }
 
 

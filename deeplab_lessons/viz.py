@@ -6,7 +6,8 @@ nothing here holds state or touches ipywidgets (see :mod:`deeplab_lessons.widget
 
 from __future__ import annotations
 
-__all__ = ["figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack", "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps", "plot_trimap_curves", "plot_training_history", "plot_experiment", "plot_curves_with_spread"]
+__all__ = ["figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack", "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps", "plot_trimap_curves", "plot_training_history", "plot_experiment", "plot_curves_with_spread",
+           "MEAN_FIELD_LAYERS", "plot_mean_field_as_layers", "plot_compatibility"]
 
 # ============================================================================================
 # Receptive fields and atrous convolution (lessons 01 and 02)
@@ -454,3 +455,80 @@ def plot_curves_with_spread(x, curves: dict, xlabel: str, ylabel: str, title: st
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+# ============================================================================================
+# CRF as RNN (lesson 08)
+# ============================================================================================
+
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+#: One mean-field iteration as layers (CRF as RNN, Zheng et al. 2015, Sec. 4): (name, what it computes, learnt?).
+MEAN_FIELD_LAYERS = (
+    ("normalising", "Q = softmax(E)", False),
+    ("message passing", "filter Q: bilateral\nand Gaussian (lattice)", False),
+    ("weighting", "w1 * bilateral\n+ w2 * Gaussian", True),
+    ("compatibility", "1x1 conv with\nthe C x C matrix", True),
+    ("adding the unary", "E = -U + messages", False),
+)
+
+
+def plot_mean_field_as_layers(layers=MEAN_FIELD_LAYERS, iterations_label: str = "repeat T times") -> Figure:
+    """One mean-field iteration drawn as a stack of network layers, the learnt ones shaded, with the loop
+    back from "adding the unary" to "normalising" that makes the CRF a recurrent network."""
+    fig = Figure(figsize=(11.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(-1.6, 2.2 * len(layers) + 1.0)
+    ax.set_ylim(-1.45, 1.75)
+    ax.axis("off")
+    centres = [2.2 * k + 0.9 for k in range(len(layers))]
+    half_w, half_h = 0.95, 0.55
+
+    def box(x, y, w, h, text, face):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=face, ec="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+
+    def arrow(start, end, **kw):
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color="0.25", **kw))
+
+    box(-0.9, 0.0, 1.1, 1.1, "unary U\n= -log p\n(network)", "0.93")
+    arrow((-0.3, 0.0), (centres[0] - half_w - 0.05, 0.0))
+    for k, ((name, what, learnt), x) in enumerate(zip(layers, centres)):
+        box(x, 0.0, 2 * half_w, 2 * half_h, f"{name}\n\n{what}", "#ffd9a8" if learnt else "#dfe9f5")
+        if k:
+            arrow((centres[k - 1] + half_w + 0.05, 0.0), (x - half_w - 0.05, 0.0))
+    arrow((centres[-1] + half_w + 0.05, 0.0), (centres[-1] + 1.45, 0.0))
+    ax.text(centres[-1] + 1.5, 0.0, "softmax:\nQ after\nT steps", va="center", fontsize=8.5)
+    # the recurrence: the new energy goes back to the softmax, T times, with the same weights
+    arrow((centres[-1], half_h + 0.1), (centres[0], half_h + 0.1), connectionstyle="arc3,rad=0.18")
+    ax.text((centres[0] + centres[-1]) / 2, 1.55, iterations_label + " with the same weights: a recurrent network",
+            ha="center", fontsize=8.5)
+    # the unary enters every iteration again
+    ax.plot([-0.9, -0.9, centres[-1]], [-0.6, -0.95, -0.95], color="0.25", lw=1, ls=(0, (3, 2)))
+    arrow((centres[-1], -0.95), (centres[-1], -half_h - 0.1), linestyle=(0, (3, 2)))
+    ax.text(-0.8, -1.2, "-U enters every iteration", fontsize=8)
+    ax.text(centres[2], -1.35, "shaded: learnt by backpropagation (w1, w2, the compatibility); blue: fixed operations",
+            ha="center", fontsize=8.5)
+    return fig
+
+
+def plot_compatibility(matrix, class_names=VOC_CLASSES, title: str = "learnt compatibility",
+                       identity_removed: bool = True) -> Figure:
+    """A ``C x C`` compatibility (reward) matrix as a heatmap, rows = the label that gains, columns = the label
+    whose mass nearby gives it; with ``identity_removed`` the Potts start (the identity) is subtracted,
+    so the colours show what training changed."""
+    m = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=float)
+    shown = m - np.eye(len(m)) if identity_removed else m
+    lim = float(np.abs(shown).max()) or 1.0
+    fig = Figure(figsize=(7.2, 6.2), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    names = list(class_names)[:len(m)]
+    ax.set_xticks(range(len(m)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(m)), names, fontsize=7)
+    ax.set_xlabel("label l' nearby")
+    ax.set_ylabel("label l that gains (red) or loses (blue)")
+    ax.set_title(title + (" minus the Potts start" if identity_removed else ""))
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+

@@ -78,3 +78,88 @@ def test_clear_errors_for_bad_input():
             CRFasRNN(bad)
     with pytest.raises(ValueError, match="iterations"):
         CRFasRNN(4, iterations=-1)
+
+
+# --- training (deeplab_lessons.train.crf_rnn) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    from deeplab_lessons.data import make_synthetic_voc
+    from deeplab_lessons.data.voc import VOCSegmentation
+
+    root = make_synthetic_voc(tmp_path_factory.mktemp("crf_rnn"), n_train=6, n_val=2, size=(48, 64), seed=3)
+    return VOCSegmentation(root, "train"), VOCSegmentation(root, "val")
+
+
+def _tiny_model():
+    from deeplab_lessons.train import TrainConfig
+
+    torch.manual_seed(0)
+    return TrainConfig(model="largefov", width=0.125).build(pretrained=False).eval()
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before, module):
+    return {k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])}
+
+
+@pytest.mark.parametrize("mode", ["crf", "end-to-end", "network"])
+def test_each_mode_trains_only_its_part_and_is_reproducible(tiny_set, mode):
+    from deeplab_lessons.train import CRFTraining, train_crf_as_rnn
+
+    train_split, val_split = tiny_set
+    cfg = CRFTraining(mode=mode, steps=3, batch_size=2, seed=4, eval_every=2)
+    calls = []
+
+    def evaluate(model, crf):
+        assert not model.training and not crf.training and crf.iterations == 10   # test time: the layer's own T
+        calls.append(1)
+        return 0.5
+
+    outs = []
+    for _ in range(2):
+        model, crf = _tiny_model(), CRFasRNN(21, CRFParams(), iterations=10)
+        net0, crf0 = _snapshot(model), _snapshot(crf)
+        result = train_crf_as_rnn(model, crf, train_split, cfg, evaluate=evaluate)
+        outs.append((result.losses, _snapshot(crf), _snapshot(model)))
+        net_changed, crf_changed = _changed(net0, model), _changed(crf0, crf)
+        assert bool(crf_changed) == (mode != "network")
+        assert bool(net_changed) == (mode != "crf")
+        # BatchNorm's running statistics stay frozen while the network learns
+        assert not any(k.endswith(("running_mean", "running_var")) for k in net_changed)
+        assert crf.iterations == 10 and not model.training
+    assert [h["step"] for h in result.history] == [0, 2, 3] and len(calls) == 6
+    assert len(result.losses) == 3 and result.seconds_per_step > 0
+    assert outs[0][0] == outs[1][0]                                   # the same seed, the same run
+    for a, b in zip(outs[0][1:], outs[1][1:]):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_training_the_crf_alone_lowers_its_loss_on_the_set(tiny_set):
+    """With a frozen network, 20 steps on the CRF's three kinds of parameter lower the mean training loss."""
+    from deeplab_lessons.train import CRFTraining, train_crf_as_rnn
+
+    train_split, _ = tiny_set
+    model, crf = _tiny_model(), CRFasRNN(21, CRFParams(), iterations=5)
+    result = train_crf_as_rnn(model, crf, train_split, CRFTraining(steps=24, batch_size=2, crf_lr=0.05))
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert last < first
+
+
+def test_training_config_and_data_are_checked(tiny_set):
+    from deeplab_lessons.train import CRFTraining, train_crf_as_rnn
+
+    for bad in ({"mode": "both"}, {"steps": 0}, {"batch_size": 1.5}, {"crf_lr": -1.0}, {"network_lr": float("nan")},
+                {"seed": -1}, {"train_iterations": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CRFTraining(**bad)
+    with pytest.raises(ValueError, match="empty"):
+        train_crf_as_rnn(_tiny_model(), CRFasRNN(21), [], CRFTraining(steps=1))
+    train_split, _ = tiny_set
+    mixed = [train_split[0], (torch.zeros(3, 40, 40, dtype=torch.uint8), torch.zeros(40, 40, dtype=torch.long))]
+    with pytest.raises(ValueError, match="one size"):
+        train_crf_as_rnn(_tiny_model(), CRFasRNN(21), mixed, CRFTraining(steps=1))

@@ -266,3 +266,26 @@ def test_convergence_reads_the_learning_curves():
     flat = {"records": [rec(0, [0.5, 0.7, 0.80, 0.81])]}
     assert ex.convergence(flat, "a")["converged"]
     assert ex.convergence({"records": [{"arm": "a", "seed": 0}]}, "a") is None
+
+
+def test_crf_rnn_experiment_runs_every_arm(tiny_voc, tmp_path):
+    """Smoke budget: every arm recorded; the learned arms carry a learning curve, their cost and the learnt
+    parameters; the arms that do not depend on the seed say so; all are scored on the same report images."""
+    kw = dict(seeds=(0,), smoke=True, data=tiny_voc, results_dir=tmp_path, runs_dir=tmp_path / "runs", log=lambda s: None)
+    records = {r["arm"]: r for r in ex.run_experiment("crf-rnn", **kw)["records"]}
+    assert set(records) == {arm.label for arm in ex.EXPERIMENTS["crf-rnn"].arms}
+    alone = records["network alone"]["measures"]
+    assert alone["gain"] == 0 and alone["mean_iou"] == alone["before"]
+    for label, record in records.items():
+        m = record["measures"]
+        assert m["report_images"] == 2 and m["search_images"] == 2
+        learned = "mode" in record["evaluate"]
+        assert record["seed_dependent"] == learned
+        if learned:
+            assert [h["iteration"] for h in record["history"]] == [0, 1, 2] and record["seconds_per_step"] > 0
+        if record["evaluate"]["crf"] == "learned":
+            c = m["crf_parameters"]
+            assert len(c["compatibility"]) == 21 and c["bi_w"] > 0 and c["pos_w"] > 0
+        if record["evaluate"].get("mode") != "end-to-end" and record["evaluate"].get("mode") != "network":
+            assert m["before"] == alone["before"]               # the same frozen network
+    assert set(records["v1 search"]["measures"]["search"]["best"]) == {"bi_w", "bi_xy_std", "bi_rgb_std"}

@@ -16,7 +16,7 @@ images, and returns plain numbers, so the runner can store them in a results fil
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -126,11 +126,14 @@ def segmentation_measures(predictions: Sequence[np.ndarray], targets: Sequence[n
 @torch.no_grad()
 def crf_measures(images: Sequence[np.ndarray], logits: Sequence[torch.Tensor], targets: Sequence[np.ndarray],
                  params: CRFParams | None = None, output_stride: int = 8, bands: Sequence[int] = CRF_BANDS,
-                 num_classes: int = 21) -> dict:
+                 num_classes: int = 21, refiner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                 ) -> dict:
     """The CRF's gain (mIoU after - before) over whole images and inside each trimap band.
 
     ``images`` uint8 [H, W, 3], ``logits`` [C, h, w] at ``output_stride``, ``targets`` [H, W].
-    The CRF runs on the bilinearly upsampled softmax (the papers' order). Returns ``before``,
+    The CRF runs on the bilinearly upsampled softmax (the papers' order): the dense CRF with ``params``,
+    or ``refiner(image [H, W, 3] uint8 tensor, upsampled logits [C, H, W])``, which returns refined
+    scores ``[C, H, W]`` (e.g. a trained :class:`~deeplab_lessons.crf.CRFasRNN`). Returns ``before``,
     ``after`` (mean IoU), ``gain``, and ``bands``: for each width w, ``{"before", "after", "gain",
     "pixels"}`` on the pixels within w px of a boundary, plus ``"beyond"`` (farther than the widest band).
     """
@@ -142,8 +145,12 @@ def crf_measures(images: Sequence[np.ndarray], logits: Sequence[torch.Tensor], t
     for image, logit, target in zip(images, logits, targets):
         target_t = torch.as_tensor(np.asarray(target)).long()
         size = tuple(target_t.shape)
-        before = upsample_logits(logit[None].float(), size, output_stride)[0].argmax(0)
-        after = refine(image, logit, params, order="upsample_first", output_stride=output_stride).argmax(0)
+        upsampled = upsample_logits(logit[None].float(), size, output_stride)[0]
+        before = upsampled.argmax(0)
+        if refiner is None:
+            after = refine(image, logit, params, order="upsample_first", output_stride=output_stride).argmax(0)
+        else:
+            after = refiner(torch.as_tensor(np.asarray(image)), upsampled).argmax(0)
         masks = {str(w): trimap_band(target_t, int(w)) for w in bands}
         masks["beyond"] = ~masks[str(max(bands))] & (target_t != IGNORE_INDEX)
         for k, pred in enumerate((before, after)):

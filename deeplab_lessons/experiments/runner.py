@@ -29,8 +29,9 @@ from deeplab_lessons.crf import CRFParams, CRFSample
 from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR, JPEG_QUALITY, synthesize_scene
 from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.inference import at_output_stride, forward_logits, predict
+from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
-from deeplab_lessons.train import RUN_FIELDS, TrainConfig, load_model, train, write_atomically
+from deeplab_lessons.train import LESSON_CHECKPOINT, RUN_FIELDS, TrainConfig, load_model, train, write_atomically
 
 from .measures import crf_measures, crf_search, cue_flips, dilated_tap_shares, segmentation_measures
 from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
@@ -158,12 +159,9 @@ def measure_segmentation(model, voc: Path, arm: Arm, limit: int | None = None) -
 
 
 @torch.no_grad()
-def measure_crf(model, voc: Path, limit: int | None = None, search_images: int = CRF_SEARCH_IMAGES) -> dict:
-    """The CRF's gain with DeepLab's released parameters and with v1's search on held-out images.
-
-    The first ``search_images`` validation images are the search set; the CRF is scored on the
-    rest (v1 searched on 100 of the val images it reported on; holding them out is stricter).
-    """
+def _crf_inputs(model, voc: Path, limit: int | None, search_images: int = CRF_SEARCH_IMAGES) -> tuple[list, list, int]:
+    """The validation images as (image [H, W, 3] uint8, stride-8 logits [C, h, w], target) triples, and
+    how many of the first ones form the search set (the rest are the report set)."""
     ds, indices = _val_pairs(voc, limit)
     model.eval()
     images, logits, targets = [], [], []
@@ -172,16 +170,99 @@ def measure_crf(model, voc: Path, limit: int | None = None, search_images: int =
         images.append(image.permute(1, 2, 0).contiguous())
         logits.append(forward_logits(model, normalize(image[None]))[0].float())
         targets.append(target.numpy())
-    split = min(search_images, max(1, len(indices) // 2))
-    report = (images[split:], logits[split:], targets[split:])
-    released = crf_measures(*report, params=CRFParams())
-    search_set = [CRFSample(images[k], torch.softmax(upsample_logits(logits[k][None], targets[k].shape, 8)[0], 0),
-                            torch.as_tensor(targets[k])) for k in range(split)]
+    return list(zip(images, logits, targets)), _search_split(len(indices), search_images)
+
+
+def _search_split(count: int, search_images: int = CRF_SEARCH_IMAGES) -> int:
+    """How many of ``count`` validation images form the search set: ``search_images``, at most half."""
+    return min(search_images, max(1, count // 2))
+
+
+def _search(triples: Sequence[tuple], limit: int | None) -> dict:
+    """v1's coarse-to-fine search (:func:`.measures.crf_search`) on the search images (a 2-point grid when smoke)."""
+    search_set = [CRFSample(image, torch.softmax(upsample_logits(logit[None], target.shape, 8)[0], 0),
+                            torch.as_tensor(target)) for image, logit, target in triples]
     grid = None if limit is None else {"bi_w": [5.0], "bi_xy_std": [50.0, 100.0], "bi_rgb_std": [3.0]}
-    search = crf_search(search_set, grid=grid)
+    return crf_search(search_set, grid=grid)
+
+
+@torch.no_grad()
+def measure_crf(model, voc: Path, limit: int | None = None, search_images: int = CRF_SEARCH_IMAGES) -> dict:
+    """The CRF's gain with DeepLab's released parameters and with v1's search on held-out images.
+
+    The first ``search_images`` validation images are the search set; the CRF is scored on the
+    rest (v1 searched on 100 of the val images it reported on; holding them out is stricter).
+    """
+    triples, split = _crf_inputs(model, voc, limit, search_images)
+    report = tuple(zip(*triples[split:]))
+    released = crf_measures(*report, params=CRFParams())
+    search = _search(triples[:split], limit)
     searched = crf_measures(*report, params=CRFParams().replace(**search["best"]))
     return {"released_params": released, "search": search, "searched_params": searched,
-            "search_images": split, "report_images": len(indices) - split}
+            "search_images": split, "report_images": len(triples) - split}
+
+
+def measure_crf_rnn(model, voc: Path, arm: Arm, seed: int, smoke: bool = False) -> dict:
+    """One arm of the CRF-as-RNN experiment (:mod:`.suite`) on ``model`` (the shipped LargeFOV).
+
+    ``arm.evaluate["crf"]`` is ``"none"`` (the network alone), ``"released"`` (DeepLab's parameters),
+    ``"search"`` (v1's search on the search images) or ``"learned"`` (a :class:`~deeplab_lessons.crf.CRFasRNN`
+    trained by :func:`~deeplab_lessons.train.train_crf_as_rnn` in ``arm.evaluate["mode"]`` on the training split,
+    its learning curve read on the search images). An arm with ``"mode": "network"`` fine-tunes the network
+    alone the same way and then applies the released CRF. Every arm is scored on the report images (the
+    validation images after the search set) with :func:`.measures.crf_measures`: ``mean_iou`` is the
+    arm's final mIoU, ``before`` the network's own.
+    """
+    from deeplab_lessons.crf import CRFasRNN
+    from deeplab_lessons.train.crf_rnn import CRFTraining, train_crf_as_rnn, upsampled_logits
+
+    limit = 4 if smoke else None
+    kind, mode = arm.evaluate["crf"], arm.evaluate.get("mode")
+    budget = _crf_rnn_budget(smoke)
+    test_iterations = budget.pop("test_iterations")
+    crf = CRFasRNN(21, CRFParams(), iterations=test_iterations)
+    extra: dict = {}
+    if mode is not None:
+        ds, indices = _val_pairs(voc, limit)
+        tune = [ds[i] for i in indices[:_search_split(len(indices))]]       # the search images
+
+        def evaluate(net, layer) -> float:
+            cm = ConfusionMatrix(21, 255)
+            for image, target in tune:
+                scores = upsampled_logits(net, image[None])
+                if mode != "network":
+                    scores = layer(image.permute(1, 2, 0)[None].contiguous(), scores)
+                cm.update(scores[0].argmax(0), target)
+            return float(cm.compute()["mean_iou"])
+
+        train_split = VOCSegmentation(voc, "train")
+        data = torch.utils.data.Subset(train_split, range(min(8, len(train_split)))) if smoke else train_split
+        result = train_crf_as_rnn(model, crf, data, CRFTraining(mode=mode, seed=seed, **budget), evaluate=evaluate)
+        extra = {"history": [{"iteration": h["step"], "mean_iou": h["mean_iou"]} for h in result.history],
+                 "seconds_per_step": round(result.seconds_per_step, 3),
+                 "seconds_per_image": round(result.seconds_per_image, 3), "crf_training": {**budget, "mode": mode}}
+    triples, split = _crf_inputs(model, voc, limit)
+    report = tuple(zip(*triples[split:]))
+    with torch.no_grad():
+        if kind == "none":
+            measures = crf_measures(*report, refiner=lambda image, scores: scores)
+        elif kind == "released":
+            measures = crf_measures(*report, params=CRFParams())
+        elif kind == "search":
+            search = _search(triples[:split], limit)
+            measures = {**crf_measures(*report, params=CRFParams().replace(**search["best"])), "search": search}
+        elif kind == "learned":
+            measures = crf_measures(*report, refiner=lambda image, scores: crf(image[None], scores[None])[0])
+            w1, w2 = (float(w) for w in crf.weights)
+            measures["crf_parameters"] = {"bi_w": w1, "pos_w": w2,
+                                          "compatibility": [[round(float(v), 5) for v in row]
+                                                            for row in crf.compatibility]}
+        else:
+            raise ValueError(f"arm {arm.label!r}: unknown CRF {kind!r} (none, released, search, learned)")
+    measures["mean_iou"] = measures["after"]
+    measures["report_images"] = len(triples) - split
+    measures["search_images"] = split
+    return {"measures": measures, **extra}
 
 
 def cue_scenes(voc: Path, limit: int | None = None, min_radius: float = CUE_MIN_RADIUS) -> list[tuple]:
@@ -305,18 +386,35 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
         results = {"format": RESULTS_FORMAT, "experiment": name, "title": exp.title, "source": exp.source,
                    "question": exp.question, "command": command(name, seeds), "budget": budget, "data": marker,
                    "records": []}
+    memo: dict[tuple, dict] = {}             # measures that do not depend on the seed, computed once per process
     for arm in exp.arms:
         for seed in seeds:
             cfg = run_config(exp, arm, seed, None if data is None else voc, smoke)
-            key = run_key(cfg, marker)
+            base = crf_rnn_base(smoke) if exp.kind == "crf-rnn" else None
+            train_key = run_key(cfg, marker)
+            key = train_key if base is None else run_key(cfg, {**marker, **base, "arm": arm.evaluate,
+                                                                "crf_training": _crf_rnn_budget(smoke)})
             results["records"] = _recorded(path, results)
             done = [r for r in results["records"] if r["arm"] == arm.label and r["seed"] == seed]
             if done and done[0]["key"] == key:
                 continue
             log(f"{name}: {arm.label}, seed {seed}")
-            model, info = trained_model(cfg, runs_dir / key, log)
+            if base is not None and not smoke:
+                model, info = load_model(LESSON_CHECKPOINT, device="cpu").eval(), {}
+            else:
+                model, info = trained_model(cfg, runs_dir / train_key, log)
             start = time.perf_counter()
-            measures = measure(exp, arm, model, voc, smoke)
+            if base is None:
+                measures = measure(exp, arm, model, voc, smoke)
+            else:
+                memo_key = (arm.label, train_key if smoke else base["base_sha1"])
+                seeded = "mode" in arm.evaluate
+                measured = memo.get(memo_key) or measure_crf_rnn(model, voc, arm, seed, smoke)
+                if not seeded:
+                    memo[memo_key] = measured
+                measures = measured["measures"]
+                info = {**base, **{k: v for k, v in measured.items() if k != "measures"},
+                        "seed_dependent": seeded}
             record = {"arm": arm.label, "seed": seed, "key": key, "train": arm.train, "evaluate": arm.evaluate,
                       "paper": arm.paper, "measures": measures, "measure_seconds": round(time.perf_counter() - start, 1),
                       "geometry": {"crop_size": cfg.crop_size,
@@ -326,6 +424,24 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
             results["records"] = others + [record]
             write_json_atomic(path, results)
     return results
+
+
+def _crf_rnn_budget(smoke: bool) -> dict:
+    from .suite import CRF_RNN_TRAINING, SMOKE_CRF_RNN_TRAINING
+
+    return dict(SMOKE_CRF_RNN_TRAINING if smoke else CRF_RNN_TRAINING)
+
+
+def crf_rnn_base(smoke: bool) -> dict:
+    """What the CRF-as-RNN experiment starts from: the shipped LargeFOV (its path and SHA-1), or, for a
+    smoke run, the smoke budget's LargeFOV trained like every other arm."""
+    if smoke:
+        return {"base": "the smoke budget's LargeFOV"}
+    if not LESSON_CHECKPOINT.is_file():
+        raise FileNotFoundError(f"{LESSON_CHECKPOINT}: the CRF-as-RNN experiment starts from the shipped LargeFOV; "
+                                "restore it with `git checkout -- checkpoints/`")
+    digest = hashlib.sha1(LESSON_CHECKPOINT.read_bytes()).hexdigest()[:12]
+    return {"base": str(LESSON_CHECKPOINT.relative_to(config.REPO_ROOT)), "base_sha1": digest}
 
 
 def _recorded(path: Path, results: dict) -> list[dict]:

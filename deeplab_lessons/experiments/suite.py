@@ -8,7 +8,8 @@ training: the runner trains it once and measures it for each.
 ``kind`` says what is measured per (arm, seed): ``"train"`` (the validation scores of
 :func:`.measures.segmentation_measures`), ``"crf"`` (the CRF's gain by trimap band, and v1's
 parameter search on held-out images), ``"cue"`` (which predictions flip when one object's
-distant badge is changed: the effective receptive field on data).
+distant badge is changed: the effective receptive field on data), ``"crf-rnn"`` (the CRF as RNN of
+lesson 08 on top of the shipped LargeFOV: each arm's CRF, and what training it gains, by trimap band).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ LEARNABILITY_ITERATIONS = 2000
 
 #: The smoke version (``--smoke``, ``make test``): the same code paths in seconds.
 SMOKE_TRAINING: dict = {"width": 0.125, "crop_size": 64, "batch_size": 2, "iterations": 2}
+
+#: The CRF as RNN's training (:class:`deeplab_lessons.train.CRFTraining` fields): 150 steps of 4 whole
+#: training images (1.5 passes over the 400), 5 mean-field iterations in training and ``test_iterations``
+#: (the paper's 10) at test time; the learning curve is read every ``eval_every`` steps on the search images.
+CRF_RNN_TRAINING: dict = {"steps": 150, "batch_size": 4, "crf_lr": 0.01, "network_lr": 5e-5, "train_iterations": 5,
+                          "eval_every": 30, "test_iterations": 10}
+
+#: Its smoke version (``--smoke``): the same code paths in seconds.
+SMOKE_CRF_RNN_TRAINING: dict = {**CRF_RNN_TRAINING, "steps": 2, "batch_size": 1, "eval_every": 1}
 
 #: Seeds of a full run (the issue's "at least 3").
 DEFAULT_SEEDS = (0, 1, 2)
@@ -122,6 +132,18 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "crf", "Dense CRF gain by trimap band; v1's parameter search", "v1 Sec. 5, Fig. 5; v2 Table 3",
         (Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"}),), kind="crf", budget=_learn_budget,
         question="Where does the CRF gain: near boundaries or everywhere?"),
+    Experiment(
+        "crf-rnn", "CRF as RNN: the CRF's weights learnt, alone and end to end", "Zheng et al. 2015, Table 1 and Sec. 7.1",
+        (Arm("network alone", {"model": "largefov"}, {"crf": "none"}, paper="crfrnn.table1.fcn8s"),
+         Arm("released parameters", {"model": "largefov"}, {"crf": "released"}),
+         Arm("v1 search", {"model": "largefov"}, {"crf": "search"}, paper="crfrnn.table1.disconnected"),
+         Arm("learned CRF (weights + compatibility)", {"model": "largefov"}, {"crf": "learned", "mode": "crf"}),
+         Arm("learned end to end", {"model": "largefov"}, {"crf": "learned", "mode": "end-to-end"},
+             paper="crfrnn.table1.end_to_end"),
+         Arm("network fine-tuned alone, released CRF", {"model": "largefov"}, {"crf": "released", "mode": "network"})),
+        kind="crf-rnn", budget=_learn_budget,
+        question="Does learning the CRF's weights by backpropagation beat the released and the searched ones, "
+                 "and does training the network through it gain more than training the network alone?"),
     Experiment(
         "cue", "Effective receptive field on data: flip one distant cue", "Luo et al. 2016 (gradients)",
         (SMALL_FIELD, Arm("LargeFOV (3x3, rate 12)", {"model": "largefov"})), kind="cue", budget=_learn_budget,

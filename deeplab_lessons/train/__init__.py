@@ -15,7 +15,8 @@ Each model's published recipe is :meth:`TrainConfig.paper` (``--paper``; ``--dry
 Where each part lives: :mod:`.recipe` (:class:`TrainConfig`, schedules, published recipes),
 :mod:`.loss` (the two label targets), :mod:`.engine`
 (:func:`train`), :mod:`.checkpoint` (atomic saves, ``weights_only`` loads, :func:`load_model`),
-:mod:`.cli` (``python -m deeplab_lessons.train``). Models come from
+:mod:`.cli` (``python -m deeplab_lessons.train``), :mod:`.crf_rnn` (:func:`train_crf_as_rnn`: the CRF as
+RNN of lesson 08, alone or end to end with the network). Models come from
 :func:`deeplab_lessons.models.build_model`, the data order from :mod:`deeplab_lessons.data`.
 
 Library::
@@ -40,17 +41,19 @@ an ``out`` folder that already holds a run is refused unless resumed or ``overwr
 from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, LESSON_RUN, lesson_model, load_checkpoint, load_model,
                          plain_metrics, run_state, save_checkpoint, write_atomically)
 from .cli import build_parser, config_from_args, main
+from .crf_rnn import CRF_TRAINING_MODES, CRFTraining, CRFTrainResult, train_crf_as_rnn, upsampled_logits
 from .engine import (RUN_FILES, TrainingInterrupted, TrainResult, budget_warning, build_optimizer, deterministic,
                      dist_env, format_duration, prepare_out, projection, resume, score, set_lr, train, train_step)
 from .loss import segmentation_loss, shrink_labels
 from .recipe import LR_POLICIES, PAPER_RECIPES, RUN_FIELDS, TrainConfig, poly_lr, step_lr
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "LESSON_RUN", "lesson_model", "load_checkpoint", "load_model", "plain_metrics", "run_state",
-    "save_checkpoint", "write_atomically",
+    "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "LESSON_RUN", "lesson_model", "load_checkpoint", "load_model",
+    "plain_metrics", "run_state", "save_checkpoint", "write_atomically",
     "build_parser", "config_from_args", "main",
-    "RUN_FILES", "TrainingInterrupted", "TrainResult", "budget_warning", "prepare_out", "build_optimizer", "deterministic", "dist_env", "format_duration", "projection",
-    "resume", "score", "set_lr", "train", "train_step",
+    "CRF_TRAINING_MODES", "CRFTraining", "CRFTrainResult", "train_crf_as_rnn", "upsampled_logits",
+    "RUN_FILES", "TrainingInterrupted", "TrainResult", "budget_warning", "prepare_out", "build_optimizer",
+    "deterministic", "dist_env", "format_duration", "projection", "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",
     "LR_POLICIES", "PAPER_RECIPES", "RUN_FIELDS", "TrainConfig", "poly_lr", "step_lr",
 ]
