@@ -6,8 +6,12 @@ nothing here holds state or touches ipywidgets (see :mod:`deeplab_lessons.widget
 
 from __future__ import annotations
 
-__all__ = ["figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack", "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps", "plot_trimap_curves", "plot_training_history", "plot_experiment", "plot_curves_with_spread",
-           "MEAN_FIELD_LAYERS", "plot_mean_field_as_layers", "plot_compatibility"]
+__all__ = [
+    "figure_png", "figure_png_base64", "plot_rf_stack", "dilated_kernel_cells", "plot_dilation_stack",
+    "plot_fields_on_image", "plot_gradient_field", "plot_maps", "label_map", "palette_legend", "plot_label_maps",
+    "plot_trimap_curves", "plot_training_history", "plot_experiment", "plot_curves_with_spread",
+    "MEAN_FIELD_LAYERS", "plot_mean_field_as_layers", "plot_compatibility",
+]
 
 # ============================================================================================
 # Receptive fields and atrous convolution (lessons 01 and 02)

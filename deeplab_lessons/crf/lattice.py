@@ -18,9 +18,10 @@ the same blur order and the same "magic" output scale ``alpha = 1 / (1 + 2^-d)``
 *includes* the pixel's own contribution (there is no self-term subtraction in that code either).
 
 The construction is vectorised over all pixels (and all images of a batch): lattice points are
-encoded as int64 keys, deduplicated with ``torch.unique(return_inverse=True)``, and each blur
-neighbour is found with ``torch.searchsorted`` (a neighbour's key is the point's key plus a
-constant, because the encoding is linear). The operators are stored as fixed sparse maps
+encoded as int64 keys, deduplicated with one stable sort (the points are numbered in key order), and
+each blur neighbour is found with ``torch.searchsorted`` (a neighbour's key is the point's key plus a
+constant, because the encoding is linear). Gathers and scatters use ``index_select`` /
+``index_copy_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index arrays. The operators are stored as fixed sparse maps
 ("bags": for each output row, the input rows and weights it sums) applied with
 ``F.embedding_bag``, so a filter pass is 2 + (d+1) sparse products for all label channels at
 once, on CPU or GPU, and differentiable with respect to the filtered values (the backward pass
@@ -47,10 +48,12 @@ class _Bags:
     offsets, so a call allocates nothing but its output.
     """
 
-    def __init__(self, index: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor | None = None):
+    def __init__(self, index: torch.Tensor, weights: torch.Tensor, offsets: torch.Tensor | None = None,
+                 row_length: int | None = None):
         if offsets is None:
-            rows, k = index.shape
-            offsets = torch.arange(0, rows * k, k, device=index.device)
+            rows, row_length = index.shape
+            offsets = torch.arange(0, rows * row_length, row_length, device=index.device)
+        self.row_length = row_length                   # entries per row when every row has as many, else None
         self.index = index.reshape(-1).contiguous()
         self.weights = weights.reshape(-1).contiguous()
         self.offsets = offsets.contiguous()
@@ -62,7 +65,19 @@ class _Bags:
 
     def scaled(self, by_entry: torch.Tensor) -> "_Bags":
         """The same map with every entry's weight multiplied by ``by_entry`` ([nnz])."""
-        return _Bags(self.index, self.weights * by_entry, self.offsets)
+        return _Bags(self.index, self.weights * by_entry, self.offsets, self.row_length)
+
+    def scaled_rows(self, by_row: torch.Tensor) -> "_Bags":
+        """The same map with output row r's weights multiplied by ``by_row[r]`` (``diag(by_row) A``)."""
+        if self.row_length is None:
+            return self.scaled(by_row.reshape(-1).index_select(0, self.rows()))
+        weights = self.weights.view(-1, self.row_length) * by_row.reshape(-1, 1)    # a broadcast, no gather
+        return _Bags(self.index, weights.reshape(-1), self.offsets, self.row_length)
+
+    def scaled_columns(self, by_column: torch.Tensor) -> "_Bags":
+        """For a map with ``row_length`` entries per row: entry k of every row times ``by_column[k]``."""
+        weights = self.weights.view(-1, self.row_length) * by_column.reshape(1, -1)
+        return _Bags(self.index, weights.reshape(-1), self.offsets, self.row_length)
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         weights = self.weights if self.weights.dtype == values.dtype else self.weights.to(values.dtype)
@@ -179,68 +194,57 @@ class PermutohedralLattice:
         base = image_id * per_image
         for i in range(d):
             base += (rem0[i] - lo[i]) * strides[i]
-        codes = torch.empty(batch * n, d + 1, dtype=torch.int64, device=device)
-        for r in range(d + 1):
-            wrapped = torch.zeros_like(base)
-            for i in range(d):
-                wrapped += (rank[i] > d - r).to(torch.int64) * strides[i]
-            codes[:, r] = base + r * sum(strides) - (d + 1) * wrapped
+        # wrapped[r] = sum_i strides[i] [rank_i > d - r]: stride i joins every corner r >= d + 1 - rank_i,
+        # so scatter it to that row and take a cumulative sum down the corners.
+        steps = torch.zeros(d + 2, batch * n, dtype=torch.int64, device=device)
+        steps.scatter_add_(0, d + 1 - rank[:d], torch.tensor(strides, device=device).unsqueeze(1).expand(d, batch * n))
+        wrapped = steps.cumsum(0)[: d + 1]
+        corner = torch.arange(d + 1, device=device).unsqueeze(1) * sum(strides)
+        codes = (base.unsqueeze(0) + corner - (d + 1) * wrapped).t().contiguous()   # [P, d+1]
 
         # Deduplicate the (pixel, corner) codes with one stable sort: runs of equal codes are the
-        # lattice points, and each run lists the pixels that splat onto that point.
+        # lattice points, numbered in code order, and each run lists (in pixel order) the pixels that
+        # splat onto that point. The numbering changes no sum: each output row adds the same terms in
+        # the same order whatever the rows are called.
         flat = codes.reshape(-1)
-        sorted_codes, entry = torch.sort(flat, stable=True)
-        is_new = torch.ones_like(sorted_codes, dtype=torch.bool)
-        is_new[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        point_codes, entry = torch.sort(flat, stable=True)
+        is_new = torch.ones_like(point_codes, dtype=torch.bool)
+        is_new[1:] = point_codes[1:] != point_codes[:-1]
         starts = torch.nonzero(is_new).squeeze(1)
         m = starts.numel()
         self.num_points = m
-        counts = torch.diff(starts, append=torch.tensor([flat.numel()], device=device))
-
-        # Number the points in order of first appearance (as densecrf's hash table does), so that
-        # points shared by neighbouring pixels sit close in memory; the stable sort makes the
-        # first entry of each run its first appearance.
-        order = torch.argsort(entry[starts])
-        renumber = torch.empty_like(order)
-        renumber[order] = torch.arange(m, device=device)
-        point_of = torch.empty_like(flat)
-        point_of[entry] = renumber[torch.cumsum(is_new.to(torch.int64), 0) - 1]
-        point_codes = sorted_codes[starts][order]
+        point_of = torch.empty_like(flat).index_copy_(0, entry, torch.cumsum(is_new, 0) - 1)
+        point_codes = point_codes.index_select(0, starts)                      # sorted, one per point
 
         alpha = 1.0 / (1.0 + 2.0 ** (-d))
         bary_2d = bary.t().contiguous()                                         # [P, d+1]
-        weights = bary_2d.reshape(-1)
         point_of_2d = point_of.reshape(batch * n, d + 1)
-        # splat: lattice point r gathers its run of (pixel, weight) entries, runs in the new order.
-        new_counts = counts[order]
-        new_starts = torch.cumsum(new_counts, 0) - new_counts
-        within = torch.arange(flat.numel(), device=device) - torch.repeat_interleave(new_starts, new_counts)
-        run_entries = entry[torch.repeat_interleave(starts[order], new_counts) + within]
-        splat_index = torch.div(run_entries, d + 1, rounding_mode="floor")
-        self.splat = _Bags(splat_index, weights[run_entries], new_starts)
+        # splat: lattice point k gathers its run of (pixel, weight) entries of the sorted order.
+        pixel_of_entry = torch.arange(batch * n, device=device).repeat_interleave(d + 1)
+        splat_index = pixel_of_entry.index_select(0, entry)
+        run_weights = bary_2d.reshape(-1).index_select(0, entry)
+        self.splat = _Bags(splat_index, run_weights, starts)
         self.slice = _Bags(point_of_2d, bary_2d * alpha)
         self._splat_t = _Bags(point_of_2d, bary_2d)                            # splat^T
-        self._slice_t = _Bags(splat_index, weights[run_entries] * alpha, new_starts)   # slice^T
+        self._slice_t = _Bags(splat_index, run_weights * alpha, starts)        # slice^T
 
         # Neighbours along lattice direction j: n1 = key - 1 everywhere except key[j] + d
         # (for j = d, the implicit last coordinate, every stored coordinate moves by -1);
         # n2 is the opposite step. In code space each is a constant shift, looked up in the
         # sorted codes. A missing neighbour is replaced by the point itself with weight 0.
-        unique_sorted = sorted_codes[starts]
         points = torch.arange(m, device=device)
         half = torch.tensor(0.5, dtype=torch.float32, device=device)
         self.blur = []
         for j in range(d + 1):
             shift = -sum(strides) + ((d + 1) * strides[j] if j < d else 0)
             target = point_codes + shift
-            pos = torch.searchsorted(unique_sorted, target).clamp_max(m - 1)
-            found = unique_sorted[pos] == target
-            minus = torch.where(found, renumber[pos], points)
+            pos = torch.searchsorted(point_codes, target).clamp_max(m - 1)
+            found = point_codes.index_select(0, pos) == target
+            minus = torch.where(found, pos, points)
             # The opposite step undoes this one: if minus(i) = k then plus(k) = i.
-            plus = points.clone()
-            plus[minus[found]] = points[found]
-            has_plus = torch.zeros(m, dtype=torch.bool, device=device)
-            has_plus[minus[found]] = True
+            have = torch.nonzero(found).squeeze(1)
+            plus = points.clone().index_copy_(0, minus.index_select(0, have), have)
+            has_plus = torch.zeros(m, dtype=torch.bool, device=device).index_fill_(0, minus.index_select(0, have), True)
             index = torch.stack([minus, points, plus], dim=1)
             value = torch.stack([found * half, torch.ones_like(half).expand(m),
                                  has_plus * half], dim=1).to(torch.float32)
@@ -250,14 +254,17 @@ class PermutohedralLattice:
         """The filter ``v -> diag(after) K diag(before) v``, sharing this lattice's structure.
 
         ``before``/``after`` are per-pixel factors ``[B*N]`` (or ``[B*N, 1]``), folded into the
-        splat and slice weights, so they cost nothing per pass (the CRF's symmetric normalisation).
+        splat and slice weights, so they cost nothing per pass (the CRF's symmetric normalisation);
+        ``before`` None (or all ones) leaves the splat as it is.
         """
-        before, after = before.reshape(-1), after.reshape(-1)
         out = copy.copy(self)
-        out.splat = self.splat.scaled(before[self.splat.index])
-        out._splat_t = self._splat_t.scaled(before[self._splat_t.rows()])
-        out.slice = self.slice.scaled(after[self.slice.rows()])
-        out._slice_t = self._slice_t.scaled(after[self._slice_t.index])
+        if before is not None and not bool((before == 1).all()):        # D^-1 K has no factor before
+            before = before.reshape(-1)
+            out.splat = self.splat.scaled(before.index_select(0, self.splat.index))
+            out._splat_t = self._splat_t.scaled_rows(before)
+        after = after.reshape(-1)
+        out.slice = self.slice.scaled_rows(after)
+        out._slice_t = self._slice_t.scaled(after.index_select(0, self._slice_t.index))
         return out
 
     def filter(self, values: torch.Tensor) -> torch.Tensor:
@@ -305,18 +312,16 @@ class LatticeSum:
                      for lat in lattices]
             self.blur.append(_Bags.stack_rows(parts, starts))
         self._slice = _Bags.join_columns([lat.slice for lat in lattices], starts)
-        self._slice_source = torch.cat([torch.full((lat.dim + 1,), k, device=device)
-                                        for k, lat in enumerate(lattices)]).repeat(pixels)
+        self._slice_columns = torch.tensor([lat.dim + 1 for lat in lattices], device=device)   # columns per lattice
         self._slice_t = _Bags.stack_rows([lat._slice_t for lat in lattices], [0] * len(lattices))
-        self._slice_t_source = torch.cat([torch.full((lat._slice_t.index.numel(),), k, device=device)
-                                          for k, lat in enumerate(lattices)])
+        self._slice_t_entries = torch.tensor([lat._slice_t.index.numel() for lat in lattices], device=device)
         self._gains: tuple | None = None
 
     def _set_gains(self, gains: tuple[float, ...]) -> None:
         if gains != self._gains:
             g = torch.tensor(gains, dtype=torch.float32, device=self._slice.weights.device)
-            self.slice = self._slice.scaled(g[self._slice_source])
-            self.slice_t = self._slice_t.scaled(g[self._slice_t_source])
+            self.slice = self._slice.scaled_columns(torch.repeat_interleave(g, self._slice_columns))
+            self.slice_t = self._slice_t.scaled(torch.repeat_interleave(g, self._slice_t_entries))
             self._gains = gains
 
     def filter(self, values: torch.Tensor, gains: tuple[float, ...]) -> torch.Tensor:

@@ -15,7 +15,8 @@ __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "VOC_PALETTE", "colorize",
     "PHOTOS", "ellipse_mask", "load_photo", "stride_probs",
     "AugmentedSamples", "SampleStream", "sample_seed",
-    "BADGE_COLOURS", "IMAGE_CUE_PAIR", "ensure_embedded_voc", "make_synthetic_voc", "save_palette_png", "synthesize_image", "synthesize_scene",
+    "BADGE_COLOURS", "IMAGE_CUE_PAIR", "ensure_embedded_voc", "make_synthetic_voc", "save_palette_png",
+    "synthesize_image", "synthesize_scene",
     "VOCSegmentation", "download_voc", "image_batches", "prepare_trainaug", "rgb_to_labels",
     "IMAGE_MEAN_UINT8", "Compose", "RandomCrop", "RandomHorizontalFlip", "RandomScale", "train_transforms",
 ]

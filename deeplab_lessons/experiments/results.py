@@ -105,7 +105,7 @@ def summary(results: dict, metric: str = "mean_iou", scale: float = 100.0) -> li
     return rows
 
 
-#: The test's level and the power at which :func:`compare` states the smallest resolvable difference.
+#: The test's level, and the power at which :func:`compare` states the difference the experiment would detect.
 ALPHA, POWER = 0.05, 0.80
 
 
@@ -126,18 +126,25 @@ def welch(a_values: Sequence[float], b_values: Sequence[float]) -> tuple[float, 
     NaN for all three with fewer than two values in either list; with no variance in either arm
     the difference is exact (``t`` infinite, ``p`` 0) unless it is zero (``p`` 1).
     """
+    return _welch(a_values, b_values)[:3]
+
+
+def _welch(a_values: Sequence[float], b_values: Sequence[float]) -> tuple[float, float, float, float]:
+    """:func:`welch`'s ``(t, df, p)`` and the standard error of the difference (NaN with too few values)."""
     from scipy import stats
 
     a, b = np.asarray(a_values, float), np.asarray(b_values, float)
     if len(a) < 2 or len(b) < 2:
-        return math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     diff = b.mean() - a.mean()
     if va + vb == 0:
-        return (math.copysign(math.inf, diff) if diff else 0.0), float(len(a) + len(b) - 2), (0.0 if diff else 1.0)
+        t = (math.copysign(math.inf, diff) if diff else 0.0)
+        return t, float(len(a) + len(b) - 2), (0.0 if diff else 1.0), 0.0
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    t = diff / math.sqrt(va + vb)
-    return float(t), float(df), float(2 * stats.t.sf(abs(t), df))
+    se = math.sqrt(va + vb)
+    t = diff / se
+    return float(t), float(df), float(2 * stats.t.sf(abs(t), df)), se
 
 
 def compare_values(a_values: Sequence[float], b_values: Sequence[float], a: str = "a", b: str = "b",
@@ -156,8 +163,7 @@ def compare_values(a_values: Sequence[float], b_values: Sequence[float], a: str 
     av, bv = [scale * v for v in a_values], [scale * v for v in b_values]
     (ma, sa), (mb, sb) = mean_std(av), mean_std(bv)
     diff = mb - ma
-    t, df, p = welch(av, bv)
-    se = math.sqrt(sa ** 2 / len(av) + sb ** 2 / len(bv)) if len(av) > 1 and len(bv) > 1 else math.nan
+    t, df, p, se = _welch(av, bv)
     if math.isnan(df):
         ci, detectable = (math.nan, math.nan), math.nan
     else:
@@ -173,8 +179,8 @@ def verdict(comparison: dict, unit: str = " points", fmt: Callable[[float], str]
     """A sentence for a lesson: the difference, its test, whether it is resolved, and what the experiment can test.
 
     With the paper's difference for the same rows (:func:`compare` fills it in) it also says whether the
-    measured direction matches the paper's, and says plainly when the paper's effect is smaller than the
-    smallest difference this experiment resolves.
+    measured direction matches the paper's, and says plainly when the difference is not resolved and the
+    paper's effect is smaller than the difference this experiment would detect 80 % of the time.
     """
     c = comparison
     if math.isnan(c["difference"]):

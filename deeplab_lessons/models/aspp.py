@@ -199,10 +199,13 @@ class ASPP(nn.Module):
         return self.project(torch.cat(self.branch_outputs(x), dim=1))
 
 
-def _axis_valid_counts(size: int, rate: int, kernel_size: int) -> np.ndarray:
-    """For each of ``size`` positions, how many of the ``kernel_size`` taps fall inside [0, size)."""
-    offsets = (np.arange(kernel_size) - (kernel_size - 1) / 2) * rate
-    positions = np.arange(size)[:, None] + offsets[None, :]
+def _axis_valid_counts(size: int, rate: int, kernel_size: int, padding: float | None = None) -> np.ndarray:
+    """For each of ``size`` positions, how many of the ``kernel_size`` taps fall inside [0, size).
+
+    The taps sit at ``position + k * rate - padding``; ``padding`` defaults to centring them
+    (``rate * (kernel_size - 1) / 2``, "same" padding for an odd kernel)."""
+    pad = rate * (kernel_size - 1) / 2 if padding is None else padding
+    positions = np.arange(size)[:, None] + (np.arange(kernel_size) * rate - pad)[None, :]
     return ((positions >= 0) & (positions <= size - 1)).sum(axis=1)
 
 
@@ -246,13 +249,7 @@ def off_centre_tap_share(size: int | Sequence[int], rate: int, kernel_size: int 
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1:
         raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}")
     pad = rate * (kernel_size - 1) // 2 if padding is None else int(padding)
-    taps = np.arange(kernel_size) * rate - pad
-
-    def inside(n: int) -> np.ndarray:
-        positions = np.arange(n)[:, None] + taps[None, :]
-        return ((positions >= 0) & (positions < n)).sum(axis=1)
-
-    counts = np.outer(inside(H), inside(W))
+    counts = np.outer(_axis_valid_counts(H, rate, kernel_size, pad), _axis_valid_counts(W, rate, kernel_size, pad))
     if kernel_size % 2:
         return float(((counts - 1) / (kernel_size ** 2 - 1)).mean()) if kernel_size > 1 else 1.0
     return float((counts / kernel_size ** 2).mean())

@@ -98,6 +98,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` (a state dict or named parameters) holding NaN or inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def resume(cfg: TrainConfig, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler, device: torch.device) -> tuple[int, dict]:
     """Load ``path`` (a ``last.pt``) into the run; returns ``(iteration, history)`` to continue from."""
@@ -107,7 +112,7 @@ def resume(cfg: TrainConfig, path: Path, model: nn.Module, optimizer: torch.opti
     if differ:
         raise ValueError(f"--resume: {path} was trained with different "
                          f"{', '.join(f'{k}={saved.get(k)!r}' for k in differ)}; pass the same settings")
-    bad = [k for k, v in state["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite(state["model"])
     if bad:
         raise ValueError(f"--resume: {path} holds non-finite weights ({bad[0]}{' and others' if len(bad) > 1 else ''}): "
                          "it cannot be continued; start afresh with --overwrite and a lower --lr")
@@ -404,7 +409,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
             if not math.isfinite(mean_loss):
                 problem = (f"training loss became {mean_loss} between iterations "
                            f"{iteration - steps_in_window + 1} and {iteration}")
-            elif save_now and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            elif save_now and non_finite(dict(model.named_parameters())):
                 problem = f"weights became non-finite at iteration {iteration}"
             if problem is not None:
                 bar.close()
@@ -454,7 +459,7 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         if not history["eval_iteration"] or history["eval_iteration"][-1] != iteration or scores is None:
             scores = evaluate_now(iteration)
         metrics = plain_metrics(scores)
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if non_finite(dict(model.named_parameters())):
             raise FloatingPointError(f"weights became non-finite by iteration {iteration}; model.pt is not written. "
                                      f"Lower --lr (now {cfg.lr}) and start afresh with --overwrite.")
         if out is not None and rank == 0:

@@ -274,8 +274,9 @@ def _check_types(cfg: "TrainConfig") -> None:
             setattr(cfg, f.name, value)
         ok = isinstance(value, _KINDS[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
         if not ok:
-            raise TypeError(f"TrainConfig: {f.name} must be {'a number' if kind == 'float' else 'an ' + kind if kind == 'int' else 'a ' + kind}"
-                            f"{' or None' if 'None' in str(f.type) else ''}, got {value!r}")
+            wanted = {"float": "a number", "int": "an int"}.get(kind, f"a {kind}")
+            optional = " or None" if "None" in str(f.type) else ""
+            raise TypeError(f"TrainConfig: {f.name} must be {wanted}{optional}, got {value!r}")
         if kind == "float" and not math.isfinite(value):
             raise ValueError(f"TrainConfig: {f.name} must be finite, got {value!r}")
 
