@@ -297,7 +297,7 @@ def test_notebooks_import_only_public_paths(notebook, package_files):
 
 
 #: The package's layers, bottom to top, as the package docstring lists them.
-LAYERS = ("papers", "receptive_field", "atrous", "metrics", "models", "data", "config", "inference", "train", "crf",
+LAYERS = ("papers", "receptive_field", "atrous", "metrics", "models", "data", "config", "inference", "crf", "train",
           "experiments", "viz", "widgets")
 
 
@@ -315,7 +315,7 @@ def test_paper_figures_carry_their_source():
     from deeplab_lessons.papers import PAPER_FIGURES, cite, paper
 
     for key, fig in PAPER_FIGURES.items():
-        assert fig.source in ("v1", "v2", "v3", "v3+", "released config"), key
+        assert fig.source in ("v1", "v2", "v3", "v3+", "crfrnn", "released config"), key
         assert fig.where and fig.what, key
     assert cite("v1.rf.7x7.convolutional") == "404 px (v1, Sec. 3.2)"
     with pytest.raises(KeyError, match="figures of 'v1'"):

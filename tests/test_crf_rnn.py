@@ -163,3 +163,18 @@ def test_training_config_and_data_are_checked(tiny_set):
     mixed = [train_split[0], (torch.zeros(3, 40, 40, dtype=torch.uint8), torch.zeros(40, 40, dtype=torch.long))]
     with pytest.raises(ValueError, match="one size"):
         train_crf_as_rnn(_tiny_model(), CRFasRNN(21), mixed, CRFTraining(steps=1))
+
+
+def test_compatibility_heatmap_shows_the_change_from_potts():
+    from deeplab_lessons.viz import plot_compatibility, plot_mean_field_as_layers
+
+    R = torch.eye(4) + 0.1 * torch.arange(16.0).reshape(4, 4)
+    fig = plot_compatibility(R, class_names=["a", "b", "c", "d"])
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown), (R - torch.eye(4)).numpy(), atol=1e-6)
+    lo, hi = fig.axes[0].images[0].get_clim()
+    assert lo == -hi == pytest.approx(-1.5)                      # symmetric colour scale around "no change"
+    raw = plot_compatibility(R, class_names="abcd", identity_removed=False).axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(raw), R.numpy(), atol=1e-6)
+    texts = " ".join(t.get_text() for t in plot_mean_field_as_layers().axes[0].texts)
+    assert all(name in texts for name in ("message passing", "weighting", "compatibility", "adding the unary"))

@@ -7,7 +7,7 @@ a rerun skips what is recorded. The lessons plot those files beside the papers' 
 Where each part lives: :mod:`.suite` (what each experiment trains and measures, the budget),
 :mod:`.measures` (scores beyond mIoU: object sizes, the image-level pair, the CRF by trimap band,
 cue flips, each dilated conv's taps on the map), :mod:`.runner` (train once with a learning curve,
-measure, record atomically), :mod:`.results` (mean and spread, the paper's number, Welch's test of a
+measure, record atomically; the CRF-as-RNN arms), :mod:`.results` (mean and spread, the paper's number, Welch's test of a
 difference and its power, convergence), :mod:`.properties` (the
 embedded set's P1-P6 table), :mod:`.cli`.
 """
@@ -19,8 +19,8 @@ from .results import (CONVERGED_GAIN, arm_values, arms, compare, compare_values,
                       metric_value, paper_value, summary, verdict, welch)
 from .runner import (CRF_SEARCH_IMAGES, RESULTS_DIR, RUNS_DIR, command, cue_scenes, data_marker, load_results,
                      measure, run_config, run_experiment, run_key, trained_model)
-from .suite import (DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_TRAINING, SUITE_TRAINING, Arm,
-                    Experiment)
+from .suite import (CRF_RNN_TRAINING, DEFAULT_SEEDS, EXPERIMENTS, LEARNABILITY_ITERATIONS, SMOKE_TRAINING,
+                    SUITE_TRAINING, Arm, Experiment)
 
 __all__ = [
     "CRF_BANDS", "FLIP_BINS", "crf_measures", "crf_search", "cue_flips", "dilated_tap_shares", "object_regions",
@@ -30,6 +30,6 @@ __all__ = [
     "metric_value", "paper_value", "summary", "verdict", "welch",
     "CRF_SEARCH_IMAGES", "RESULTS_DIR", "RUNS_DIR", "command", "cue_scenes", "data_marker", "load_results", "measure",
     "run_config", "run_experiment", "run_key", "trained_model",
-    "DEFAULT_SEEDS", "EXPERIMENTS", "LEARNABILITY_ITERATIONS", "SMOKE_TRAINING", "SUITE_TRAINING", "Arm",
-    "Experiment",
+    "CRF_RNN_TRAINING", "DEFAULT_SEEDS", "EXPERIMENTS", "LEARNABILITY_ITERATIONS", "SMOKE_TRAINING", "SUITE_TRAINING",
+    "Arm", "Experiment",
 ]
