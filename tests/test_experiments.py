@@ -289,3 +289,24 @@ def test_crf_rnn_experiment_runs_every_arm(tiny_voc, tmp_path):
         if record["evaluate"].get("mode") != "end-to-end" and record["evaluate"].get("mode") != "network":
             assert m["before"] == alone["before"]               # the same frozen network
     assert set(records["v1 search"]["measures"]["search"]["best"]) == {"bi_w", "bi_xy_std", "bi_rgb_std"}
+
+
+def test_tap_share_rows_match_the_hand_counts_at_both_crops():
+    """The issue's hand counts: on 16 x 16 (128-px crop, OS 8) ASPP-L's rates 18 and 24 keep none of their
+    off-centre taps and LargeFOV's rate 12 keeps 15.6 %; at 321 px (41 x 41) ASPP-L's rate 24 keeps 29.3 %;
+    v3 at 513 px (33 x 33, OS 16) keeps 33.1 % at rate 18, and on 8 x 8 rates 12 and 18 keep none."""
+    rows = {r["arm"]: r for r in ex.tap_share_rows("aspp", ex.PAPER_CROPS["v2"])}
+    aspp_l = rows["ASPP-L {6,12,18,24}"]
+    assert (aspp_l["convs"], aspp_l["starved"], aspp_l["starved_paper"]) == (7, 2, 0)
+    assert aspp_l["worst_share"] == 0.0 and aspp_l["worst_paper_share"] == pytest.approx(0.2933, abs=1e-4)
+    assert rows["LargeFOV"]["worst_share"] == pytest.approx(0.1562, abs=1e-4) and rows["LargeFOV"]["starved"] == 0
+    v3 = {r["arm"]: r for r in ex.tap_share_rows("v3-aspp", ex.PAPER_CROPS["v3"])}
+    no_mg = v3["MG (1,1,1), no image pooling"]
+    assert no_mg["starved"] == 2 and no_mg["worst_paper_share"] == pytest.approx(0.3306, abs=1e-4)
+    assert v3["MG (1,2,4), no image pooling"]["starved"] == 3            # block 4's rate-8 unit as well
+    small = {r["arm"]: r for r in ex.tap_share_rows("fov", 321)}["small field (51 px)"]
+    assert small["convs"] == 0
+    table = ex.tap_share_markdown(list(rows.values()))
+    assert "| ASPP-L {6,12,18,24} | 7 | 0.0% (`aspp.branches.2.fc6.0`) | 2 |" in table
+    with pytest.raises(ValueError, match="unknown experiment"):
+        ex.arm_tap_shares("nope")

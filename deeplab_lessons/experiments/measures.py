@@ -69,6 +69,14 @@ def dilated_tap_shares(model: torch.nn.Module, input_size: int | Sequence[int]) 
             for name, (m, hw) in shapes.items()}
 
 
+#: The crop each paper trained its networks at (pixels): v1/v2's released configs 321 (41 x 41 maps at output
+#: stride 8), v3's 513 (33 x 33 at output stride 16, 65 x 65 at 8).
+PAPER_CROPS = {"v1": 321, "v2": 321, "v3": 513}
+
+#: Below this share of its non-centre taps on the map (averaged over output positions) a dilated conv barely trains.
+MIN_TAP_SHARE = 0.15
+
+
 def object_regions(target: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """``(class, bool mask)`` of every connected region of one object class in a label map (void excluded)."""
     regions = []

@@ -213,3 +213,24 @@ def format_table(rows: list[dict], unit: str = "mIoU %") -> str:
         paper = "" if r["paper"] is None else f"{r['paper']:.2f}"
         lines.append(f"{r['arm']:<{width}}  {r['mean']:>13.1f} +- {r['std']:>4.1f}  {r['n']:>5}  {paper}")
     return "\n".join(lines)
+
+
+def tap_share_markdown(rows: list[dict]) -> str:
+    """A Markdown table of :func:`.measures.tap_share_rows`: per arm, its worst dilated conv's share of off-centre
+    taps on the map at the suite's crop and at the paper's, and how many convs fall below the threshold at each."""
+    from .measures import MIN_TAP_SHARE
+
+    with_convs = [r for r in rows if r["convs"]]
+    if not with_convs:
+        return "(no dilated convolution in these arms)"
+    crop, paper_crop = with_convs[0]["crop"], with_convs[0]["paper_crop"]
+    lines = [f"| arm | dilated convs | worst at {crop} px (this suite) | below {MIN_TAP_SHARE:.0%} | "
+             f"worst at {paper_crop} px (the paper) | below {MIN_TAP_SHARE:.0%} |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["convs"]:
+            lines.append(f"| {r['arm']} | 0 | | | | |")
+            continue
+        lines.append(f"| {r['arm']} | {r['convs']} | {r['worst_share']:.1%} (`{r['worst']}`) | {r['starved']} | "
+                     f"{r['worst_paper_share']:.1%} (`{r['worst_paper']}`) | {r['starved_paper']} |")
+    return "\n".join(lines)
+

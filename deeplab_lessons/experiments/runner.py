@@ -33,7 +33,7 @@ from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
 from deeplab_lessons.train import LESSON_CHECKPOINT, RUN_FIELDS, TrainConfig, load_model, train, write_atomically
 
-from .measures import crf_measures, crf_search, cue_flips, dilated_tap_shares, segmentation_measures
+from .measures import MIN_TAP_SHARE, crf_measures, crf_search, cue_flips, dilated_tap_shares, segmentation_measures
 from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
 
 #: Where results files are committed, and where trained weights are cached (ignored by git).
@@ -139,6 +139,41 @@ def _held(lock: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def arm_tap_shares(experiment: str, crop_size: int | None = None) -> dict[str, dict[str, float]]:
+    """For every arm of the suite's ``experiment``: each dilated conv's share of non-centre taps on its input map
+    (:func:`dilated_tap_shares`) at ``crop_size`` (default: the experiment's training crop), from the arm's own
+    model at the suite's width (random weights: the shares depend on the architecture and the crop only)."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    exp = EXPERIMENTS[experiment]
+    size = exp.budget["crop_size"] if crop_size is None else int(crop_size)
+    out = {}
+    for arm in exp.arms:
+        cfg = run_config(exp, arm, 0, None)
+        out[arm.label] = dilated_tap_shares(cfg.build(pretrained=False), size)
+    return out
+
+
+def tap_share_rows(experiment: str, paper_crop: int) -> list[dict]:
+    """One row per arm: the worst dilated conv at the experiment's training crop and at ``paper_crop``, and how
+    many of the arm's dilated convs keep fewer than :data:`MIN_TAP_SHARE` of their taps on the map at each."""
+    crop = EXPERIMENTS[experiment].budget["crop_size"]
+    ours, papers = arm_tap_shares(experiment, crop), arm_tap_shares(experiment, paper_crop)
+    rows = []
+    for arm, shares in ours.items():
+        if not shares:
+            rows.append({"arm": arm, "convs": 0})
+            continue
+        worst = min(shares, key=shares.get)
+        worst_paper = min(papers[arm], key=papers[arm].get)
+        rows.append({"arm": arm, "convs": len(shares), "crop": crop, "paper_crop": paper_crop,
+                     "worst": worst, "worst_share": shares[worst],
+                     "worst_paper": worst_paper, "worst_paper_share": papers[arm][worst_paper],
+                     "starved": sum(v < MIN_TAP_SHARE for v in shares.values()),
+                     "starved_paper": sum(v < MIN_TAP_SHARE for v in papers[arm].values())})
+    return rows
 
 
 def _val_pairs(voc: Path, limit: int | None) -> tuple[VOCSegmentation, list[int]]:
