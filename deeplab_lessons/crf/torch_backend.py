@@ -17,6 +17,12 @@ from .core import CRFParams, Kernel, as_tensor, check_image, check_probs, kernel
 from .lattice import LatticeRangeError, LatticeSum, PermutohedralLattice, lattice_features
 
 
+#: From this many labels on, the two kernels' messages are computed in one pass over their stacked lattices
+#: (:class:`~.lattice.LatticeSum`); below it, two passes cost less than building the stack
+#: (``benchmarks/crf_speed.py``: 2 labels on a 451x300 photo).
+FUSE_MIN_LABELS = 4
+
+
 class DenseCRF:
     """A dense CRF bound to one image (or a batch): builds each kernel's lattice once, reuses it.
 
@@ -75,11 +81,13 @@ class DenseCRF:
         self._cache.move_to_end(key)
         return self._cache[key]
 
-    def kernels(self, params: CRFParams | None = None) -> list[Kernel]:
-        """The pairwise terms of ``params`` with non-zero weight, as one :class:`Kernel`.
+    def kernels(self, params: CRFParams | None = None, num_labels: int | None = None) -> list[Kernel]:
+        """The pairwise terms of ``params`` with non-zero weight.
 
-        Its filter is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the
-        stacked lattices (:class:`~.lattice.LatticeSum`); an empty list when both weights are 0.
+        With ``num_labels`` above :data:`FUSE_MIN_LABELS` (or not given) they are one :class:`Kernel` whose filter
+        is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the stacked lattices
+        (:class:`~.lattice.LatticeSum`); with fewer labels, stacking costs more than the passes it saves, and each
+        term is its own :class:`Kernel`. An empty list when both weights are 0.
         """
         params = params if params is not None else self.params
         terms = []
@@ -90,6 +98,8 @@ class DenseCRF:
         if not terms:
             return []
         parts = [self.normalised_lattice(*key) for key, _ in terms]
+        if num_labels is not None and num_labels < FUSE_MIN_LABELS:
+            return [Kernel(w, lat.filter, peak) for (_, w), (lat, peak) in zip(terms, parts)]
         keys = tuple(key for key, _ in terms)
         if keys not in self._sums:
             self._sums[keys] = LatticeSum([lat for lat, _ in parts])
@@ -121,7 +131,7 @@ class DenseCRF:
         """
         params = params if params is not None else self.params
         flat = self.flat_unary(probs, unary)
-        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
+        for q in mean_field(flat, self.kernels(params, flat.shape[1]), int(params.iterations)):
             yield self._unflat(q)
 
     def __call__(self, probs=None, params: CRFParams | None = None, unary=None) -> torch.Tensor:
@@ -129,7 +139,7 @@ class DenseCRF:
         params = params if params is not None else self.params
         flat = self.flat_unary(probs, unary)
         q = torch.softmax(-flat, dim=1)
-        for q in mean_field(flat, self.kernels(params), int(params.iterations)):
+        for q in mean_field(flat, self.kernels(params, flat.shape[1]), int(params.iterations)):
             pass
         return self._unflat(q)
 
