@@ -178,3 +178,21 @@ def test_compatibility_heatmap_shows_the_change_from_potts():
     np.testing.assert_allclose(np.asarray(raw), R.numpy(), atol=1e-6)
     texts = " ".join(t.get_text() for t in plot_mean_field_as_layers().axes[0].texts)
     assert all(name in texts for name in ("message passing", "weighting", "compatibility", "adding the unary"))
+
+
+def test_refined_miou_scores_the_network_and_the_layer(tiny_set):
+    from deeplab_lessons.metrics import ConfusionMatrix
+    from deeplab_lessons.train import refined_miou, upsampled_logits
+
+    _, val_split = tiny_set
+    pairs = [val_split[i] for i in range(len(val_split))]
+    model = _tiny_model()
+    cm = ConfusionMatrix(21, 255)
+    with torch.no_grad():
+        for image, target in pairs:
+            cm.update(upsampled_logits(model, image[None])[0].argmax(0), target)
+    assert refined_miou(model, None, pairs) == pytest.approx(float(cm.compute()["mean_iou"]))
+    # zero mean-field steps return the network's log-probabilities: the same labels as the network alone
+    assert refined_miou(model, CRFasRNN(21, iterations=0), pairs) == pytest.approx(refined_miou(model, None, pairs))
+    with pytest.raises(ValueError, match="no"):
+        refined_miou(model, None, [])

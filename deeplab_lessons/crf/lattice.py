@@ -21,7 +21,8 @@ The construction is vectorised over all pixels (and all images of a batch): latt
 encoded as int64 keys, deduplicated with one stable sort (the points are numbered in key order), and
 each blur neighbour is found with ``torch.searchsorted`` (a neighbour's key is the point's key plus a
 constant, because the encoding is linear). Gathers and scatters use ``index_select`` /
-``index_copy_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index arrays. The operators are stored as fixed sparse maps
+``index_copy_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index
+arrays. The operators are stored as fixed sparse maps
 ("bags": for each output row, the input rows and weights it sums) applied with
 ``F.embedding_bag``, so a filter pass is 2 + (d+1) sparse products for all label channels at
 once, on CPU or GPU, and differentiable with respect to the filtered values (the backward pass

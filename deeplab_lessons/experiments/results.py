@@ -233,4 +233,3 @@ def tap_share_markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['arm']} | {r['convs']} | {r['worst_share']:.1%} (`{r['worst']}`) | {r['starved']} | "
                      f"{r['worst_paper_share']:.1%} (`{r['worst_paper']}`) | {r['starved_paper']} |")
     return "\n".join(lines)
-

@@ -25,16 +25,17 @@ import torch
 from PIL import Image
 
 from deeplab_lessons import config
-from deeplab_lessons.crf import CRFParams, CRFSample
+from deeplab_lessons.crf import CRFasRNN, CRFParams, CRFSample
 from deeplab_lessons.data.synthetic import IMAGE_CUE_PAIR, JPEG_QUALITY, synthesize_scene
 from deeplab_lessons.data.voc import VOCSegmentation
 from deeplab_lessons.inference import at_output_stride, forward_logits, predict
-from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
-from deeplab_lessons.train import LESSON_CHECKPOINT, RUN_FIELDS, TrainConfig, load_model, train, write_atomically
+from deeplab_lessons.train import (LESSON_CHECKPOINT, RUN_FIELDS, CRFTraining, TrainConfig, load_model, refined_miou,
+                                   train, train_crf_as_rnn, write_atomically)
 
 from .measures import MIN_TAP_SHARE, crf_measures, crf_search, cue_flips, dilated_tap_shares, segmentation_measures
-from .suite import DEFAULT_SEEDS, EXPERIMENTS, SMOKE_TRAINING, Arm, Experiment
+from .suite import (CRF_RNN_TRAINING, DEFAULT_SEEDS, EXPERIMENTS, SMOKE_CRF_RNN_TRAINING, SMOKE_TRAINING, Arm,
+                    Experiment)
 
 #: Where results files are committed, and where trained weights are cached (ignored by git).
 RESULTS_DIR = config.REPO_ROOT / "results"
@@ -141,38 +142,38 @@ def _held(lock: Path) -> bool:
     return True
 
 
-def arm_tap_shares(experiment: str, crop_size: int | None = None) -> dict[str, dict[str, float]]:
+def arm_tap_shares(experiment: str, *crop_sizes: int) -> dict[str, list[dict[str, float]]]:
     """For every arm of the suite's ``experiment``: each dilated conv's share of non-centre taps on its input map
-    (:func:`dilated_tap_shares`) at ``crop_size`` (default: the experiment's training crop), from the arm's own
-    model at the suite's width (random weights: the shares depend on the architecture and the crop only)."""
+    (:func:`dilated_tap_shares`) at each of ``crop_sizes`` (default: the experiment's training crop), one dict
+    per crop, from the arm's own model at the suite's width (built once; random weights: the shares depend on the
+    architecture and the crop only)."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[experiment]
-    size = exp.budget["crop_size"] if crop_size is None else int(crop_size)
+    crops = [int(c) for c in crop_sizes] or [exp.budget["crop_size"]]
     out = {}
     for arm in exp.arms:
-        cfg = run_config(exp, arm, 0, None)
-        out[arm.label] = dilated_tap_shares(cfg.build(pretrained=False), size)
+        model = run_config(exp, arm, 0, None).build(pretrained=False)
+        out[arm.label] = [dilated_tap_shares(model, size) for size in crops]
     return out
 
 
 def tap_share_rows(experiment: str, paper_crop: int) -> list[dict]:
     """One row per arm: the worst dilated conv at the experiment's training crop and at ``paper_crop``, and how
     many of the arm's dilated convs keep fewer than :data:`MIN_TAP_SHARE` of their taps on the map at each."""
-    crop = EXPERIMENTS[experiment].budget["crop_size"]
-    ours, papers = arm_tap_shares(experiment, crop), arm_tap_shares(experiment, paper_crop)
+    crop = EXPERIMENTS[experiment].budget["crop_size"] if experiment in EXPERIMENTS else None
     rows = []
-    for arm, shares in ours.items():
+    for arm, (shares, papers) in arm_tap_shares(experiment, crop, paper_crop).items():
         if not shares:
             rows.append({"arm": arm, "convs": 0})
             continue
         worst = min(shares, key=shares.get)
-        worst_paper = min(papers[arm], key=papers[arm].get)
+        worst_paper = min(papers, key=papers.get)
         rows.append({"arm": arm, "convs": len(shares), "crop": crop, "paper_crop": paper_crop,
                      "worst": worst, "worst_share": shares[worst],
-                     "worst_paper": worst_paper, "worst_paper_share": papers[arm][worst_paper],
+                     "worst_paper": worst_paper, "worst_paper_share": papers[worst_paper],
                      "starved": sum(v < MIN_TAP_SHARE for v in shares.values()),
-                     "starved_paper": sum(v < MIN_TAP_SHARE for v in papers[arm].values())})
+                     "starved_paper": sum(v < MIN_TAP_SHARE for v in papers.values())})
     return rows
 
 
@@ -248,9 +249,6 @@ def measure_crf_rnn(model, voc: Path, arm: Arm, seed: int, smoke: bool = False) 
     validation images after the search set) with :func:`.measures.crf_measures`: ``mean_iou`` is the
     arm's final mIoU, ``before`` the network's own.
     """
-    from deeplab_lessons.crf import CRFasRNN
-    from deeplab_lessons.train.crf_rnn import CRFTraining, train_crf_as_rnn, upsampled_logits
-
     limit = 4 if smoke else None
     kind, mode = arm.evaluate["crf"], arm.evaluate.get("mode")
     budget = _crf_rnn_budget(smoke)
@@ -262,13 +260,7 @@ def measure_crf_rnn(model, voc: Path, arm: Arm, seed: int, smoke: bool = False) 
         tune = [ds[i] for i in indices[:_search_split(len(indices))]]       # the search images
 
         def evaluate(net, layer) -> float:
-            cm = ConfusionMatrix(21, 255)
-            for image, target in tune:
-                scores = upsampled_logits(net, image[None])
-                if mode != "network":
-                    scores = layer(image.permute(1, 2, 0)[None].contiguous(), scores)
-                cm.update(scores[0].argmax(0), target)
-            return float(cm.compute()["mean_iou"])
+            return refined_miou(net, None if mode == "network" else layer, tune)
 
         train_split = VOCSegmentation(voc, "train")
         data = torch.utils.data.Subset(train_split, range(min(8, len(train_split)))) if smoke else train_split
@@ -422,13 +414,14 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
                    "question": exp.question, "command": command(name, seeds), "budget": budget, "data": marker,
                    "records": []}
     memo: dict[tuple, dict] = {}             # measures that do not depend on the seed, computed once per process
+    base = crf_rnn_base(smoke) if exp.kind == "crf-rnn" else None
+    crf_training = _crf_rnn_budget(smoke) if base is not None else None
     for arm in exp.arms:
         for seed in seeds:
             cfg = run_config(exp, arm, seed, None if data is None else voc, smoke)
-            base = crf_rnn_base(smoke) if exp.kind == "crf-rnn" else None
             train_key = run_key(cfg, marker)
             key = train_key if base is None else run_key(cfg, {**marker, **base, "arm": arm.evaluate,
-                                                                "crf_training": _crf_rnn_budget(smoke)})
+                                                                "crf_training": crf_training})
             results["records"] = _recorded(path, results)
             done = [r for r in results["records"] if r["arm"] == arm.label and r["seed"] == seed]
             if done and done[0]["key"] == key:
@@ -462,8 +455,6 @@ def run_experiment(name: str, seeds: Sequence[int] = DEFAULT_SEEDS, smoke: bool 
 
 
 def _crf_rnn_budget(smoke: bool) -> dict:
-    from .suite import CRF_RNN_TRAINING, SMOKE_CRF_RNN_TRAINING
-
     return dict(SMOKE_CRF_RNN_TRAINING if smoke else CRF_RNN_TRAINING)
 
 

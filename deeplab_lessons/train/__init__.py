@@ -41,7 +41,8 @@ an ``out`` folder that already holds a run is refused unless resumed or ``overwr
 from .checkpoint import (CHECKPOINT_FORMAT, LESSON_CHECKPOINT, LESSON_RUN, lesson_model, load_checkpoint, load_model,
                          plain_metrics, run_state, save_checkpoint, write_atomically)
 from .cli import build_parser, config_from_args, main
-from .crf_rnn import CRF_TRAINING_MODES, CRFTraining, CRFTrainResult, train_crf_as_rnn, upsampled_logits
+from .crf_rnn import (CRF_TRAINING_MODES, CRFTraining, CRFTrainResult, refined_miou, train_crf_as_rnn,
+                      upsampled_logits)
 from .engine import (RUN_FILES, TrainingInterrupted, TrainResult, budget_warning, build_optimizer, deterministic,
                      dist_env, format_duration, prepare_out, projection, resume, score, set_lr, train, train_step)
 from .loss import segmentation_loss, shrink_labels
@@ -51,7 +52,7 @@ __all__ = [
     "CHECKPOINT_FORMAT", "LESSON_CHECKPOINT", "LESSON_RUN", "lesson_model", "load_checkpoint", "load_model",
     "plain_metrics", "run_state", "save_checkpoint", "write_atomically",
     "build_parser", "config_from_args", "main",
-    "CRF_TRAINING_MODES", "CRFTraining", "CRFTrainResult", "train_crf_as_rnn", "upsampled_logits",
+    "CRF_TRAINING_MODES", "CRFTraining", "CRFTrainResult", "refined_miou", "train_crf_as_rnn", "upsampled_logits",
     "RUN_FILES", "TrainingInterrupted", "TrainResult", "budget_warning", "prepare_out", "build_optimizer",
     "deterministic", "dist_env", "format_duration", "projection", "resume", "score", "set_lr", "train", "train_step",
     "segmentation_loss", "shrink_labels",

@@ -31,6 +31,7 @@ from torch import nn
 from deeplab_lessons.crf import CRFasRNN
 from deeplab_lessons.data.palette import IGNORE_INDEX
 from deeplab_lessons.inference import forward_logits, output_stride_of
+from deeplab_lessons.metrics import ConfusionMatrix
 from deeplab_lessons.models.common import normalize, upsample_logits
 
 #: What learns: the CRF alone, network and CRF together, or the network alone (the control).
@@ -96,6 +97,25 @@ def upsampled_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The network's scores for uint8 images ``[B, 3, H, W]``, bilinearly upsampled to ``[B, C, H, W]``."""
     logits = forward_logits(model, normalize(images))
     return upsample_logits(logits.float(), tuple(images.shape[-2:]), output_stride_of(model))
+
+
+@torch.no_grad()
+def refined_miou(model: nn.Module, crf: CRFasRNN | None, pairs: Sequence) -> float:
+    """Mean IoU (one confusion matrix) of ``crf`` applied to ``model``'s upsampled scores over ``(image [3, H, W]
+    uint8, target [H, W])`` pairs, on ``crf``'s device; ``crf=None`` scores the network alone. Both must be in the
+    state to score (e.g. eval mode); the learning-curve callback of :func:`train_crf_as_rnn`."""
+    device = next(model.parameters()).device
+    cm = None
+    for image, target in pairs:
+        image = torch.as_tensor(image).to(device)
+        scores = upsampled_logits(model, image[None])
+        if crf is not None:
+            scores = crf(image.permute(1, 2, 0)[None].contiguous(), scores)
+        cm = cm if cm is not None else ConfusionMatrix(scores.shape[1], IGNORE_INDEX)
+        cm.update(scores[0].argmax(0).cpu(), torch.as_tensor(target))
+    if cm is None:
+        raise ValueError("refined_miou: no (image, target) pairs to score")
+    return float(cm.compute()["mean_iou"])
 
 
 def _batches(count: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
