@@ -57,11 +57,11 @@ _hub.get_dir = _counted_get_dir"""
 REPORT_LOOKUPS = 'print("weight lookups:", _weight_lookups[0])'
 
 
-def run_lesson(path: Path, profile: str, weights: str, torch_home: Path, monkeypatch) -> int:
-    """Execute the lesson under ``profile`` with ``torch_home`` as TORCH_HOME, check it; return how many times its
-    kernel looked up the weights folder."""
+def run_lesson(path: Path, profile: str, weights: str, torch_homes: dict[str, Path], monkeypatch) -> int:
+    """Execute the lesson under ``profile`` with ``torch_homes[weights]`` as TORCH_HOME, check it; return how many
+    times its kernel looked up the weights folder."""
     for key, value in {"DEEPLAB_TEST": "1", "DEEPLAB_PROFILE": profile, "DEEPLAB_DEVICE": "cpu", "TQDM_DISABLE": "1",
-                       "TORCH_HOME": str(torch_home), "OMP_NUM_THREADS": "1"}.items():
+                       "TORCH_HOME": str(torch_homes[weights]), "OMP_NUM_THREADS": "1"}.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(path, as_version=4)
     cells = list(nb.cells)
@@ -88,6 +88,6 @@ def run_lesson(path: Path, profile: str, weights: str, torch_home: Path, monkeyp
 @pytest.mark.parametrize("profile", ["gpu", "paper"])
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_lesson_runs_under_profile(path, profile, torch_homes, monkeypatch):
-    lookups = run_lesson(path, profile, "no weights", torch_homes["no weights"], monkeypatch)
+    lookups = run_lesson(path, profile, "no weights", torch_homes, monkeypatch)
     if profile == "paper" and lookups:
-        run_lesson(path, profile, "stand-in weights", torch_homes["stand-in weights"], monkeypatch)
+        run_lesson(path, profile, "stand-in weights", torch_homes, monkeypatch)

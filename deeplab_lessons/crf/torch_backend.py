@@ -84,7 +84,7 @@ class DenseCRF:
     def kernels(self, params: CRFParams | None = None, num_labels: int | None = None) -> list[Kernel]:
         """The pairwise terms of ``params`` with non-zero weight.
 
-        With ``num_labels`` above :data:`FUSE_MIN_LABELS` (or not given) they are one :class:`Kernel` whose filter
+        With ``num_labels`` at least :data:`FUSE_MIN_LABELS` (or not given) they are one :class:`Kernel` whose filter
         is ``w1 k~_bilateral + w2 k~_gaussian`` computed in a single pass over the stacked lattices
         (:class:`~.lattice.LatticeSum`); with fewer labels, stacking costs more than the passes it saves, and each
         term is its own :class:`Kernel`. An empty list when both weights are 0.
