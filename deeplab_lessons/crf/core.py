@@ -150,9 +150,10 @@ def check_probs(probs, image: torch.Tensor | None) -> torch.Tensor:
         raise ValueError(f"probs {tuple(p.shape)} and image {tuple(image.shape)} disagree: "
                          "probs must be [C, H, W] with the image's H and W (upsample the scores first)")
     with torch.no_grad():
-        if not torch.isfinite(p).all():
+        low, high = torch.aminmax(p) if p.numel() else (p.new_zeros(()), p.new_zeros(()))   # one pass; NaN propagates
+        if not (torch.isfinite(low) and torch.isfinite(high)):
             raise ValueError("probs contains NaN or inf")
-        if (p < 0).any():
+        if low < 0:
             raise ValueError("probs must be >= 0 (pass softmax probabilities, not logits)")
         sums = p.sum(dim=1)
         worst = float((sums - 1).abs().max())
@@ -193,12 +194,14 @@ class Kernel:
     filter_fn: Callable[[torch.Tensor], torch.Tensor]
     peak: float
 
-    def add_message(self, energy: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """``energy + w k~ q`` for [P, C] tensors (in place when nothing needs gradients)."""
+    def add_message(self, energy: torch.Tensor, q: torch.Tensor, inplace: bool = True) -> torch.Tensor:
+        """``energy + w k~ q`` for [P, C] tensors (into ``energy`` when ``inplace`` and nothing needs gradients)."""
         filtered = self.filter_fn(q)
         if torch.is_grad_enabled() and (energy.requires_grad or filtered.requires_grad):
             return energy + self.weight * filtered
-        return energy.add_(filtered, alpha=self.weight)
+        if inplace:
+            return energy.add_(filtered, alpha=self.weight)
+        return torch.add(energy, filtered, alpha=self.weight, out=filtered)       # one pass, no new buffer
 
 
 def kernel_norm(filter_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int, normalization: str,
@@ -227,13 +230,15 @@ def make_kernel(weight: float, normalised_fn: Callable[[torch.Tensor], torch.Ten
     return Kernel(float(weight), normalised_fn, peak)
 
 
-def _softmax_rows(energy: torch.Tensor, shift_free: bool) -> torch.Tensor:
-    """Softmax over the class axis of [P, C]; skips the max-subtraction when ``shift_free``."""
+def _softmax_rows(energy: torch.Tensor, shift_free: bool, owned: bool = False) -> torch.Tensor:
+    """Softmax over the class axis of [P, C]; skips the max-subtraction when ``shift_free``; overwrites
+    ``energy`` when ``owned`` (a buffer no one else holds) and nothing needs gradients."""
     if not shift_free:
         return torch.softmax(energy, dim=1)
-    e = energy.exp()
-    if torch.is_grad_enabled() and e.requires_grad:
+    if torch.is_grad_enabled() and energy.requires_grad:
+        e = energy.exp()
         return e / e.sum(dim=1, keepdim=True)
+    e = energy.exp_() if owned else energy.exp()
     return e.div_(e.sum(dim=1, keepdim=True))
 
 
@@ -253,8 +258,8 @@ def mean_field(unary: torch.Tensor, kernels: Sequence[Kernel], iterations: int) 
     shift_free = sum(k.weight * k.peak for k in kernels) < 60.0
     q = _softmax_rows(neg, shift_free)
     for _ in range(iterations):
-        energy = neg.clone()
-        for kernel in kernels:
-            energy = kernel.add_message(energy, q)
-        q = _softmax_rows(energy, shift_free)
+        energy = neg
+        for i, kernel in enumerate(kernels):     # the first message writes a new buffer, the others add to it
+            energy = kernel.add_message(energy, q, inplace=i > 0)
+        q = _softmax_rows(energy, shift_free, owned=energy is not neg)
         yield q

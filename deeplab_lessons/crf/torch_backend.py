@@ -22,6 +22,11 @@ from .lattice import LatticeRangeError, LatticeSum, PermutohedralLattice, lattic
 #: (``benchmarks/crf_speed.py``: 2 labels on a 451x300 photo).
 FUSE_MIN_LABELS = 4
 
+#: Normalised Gaussian-kernel lattices shared by every :class:`DenseCRF`, keyed by (batch, height, width,
+#: device, xy_std, rgb_std=None, normalization), most recently used last; at most :data:`MAX_POSITION_LATTICES`.
+POSITION_LATTICES: OrderedDict[tuple, tuple[PermutohedralLattice, float]] = OrderedDict()
+MAX_POSITION_LATTICES = 4
+
 
 class DenseCRF:
     """A dense CRF bound to one image (or a batch): builds each kernel's lattice once, reuses it.
@@ -30,7 +35,8 @@ class DenseCRF:
     kernel depends only on the image and that kernel's widths (``bi_xy_std``, ``bi_rgb_std``,
     ``pos_xy_std``); changing ``bi_w``, ``pos_w`` or ``iterations`` reuses it, changing a width
     builds a new one (kept in a small cache, so moving a slider back is instant).
-    ``lattice_builds`` counts the constructions.
+    ``lattice_builds`` counts the lattices this CRF built or took from the Gaussian kernels shared by image size
+    (:data:`POSITION_LATTICES`).
 
     >>> crf = DenseCRF(image)                       # doctest: +SKIP
     >>> q = crf(probs)                              # [1, C, H, W] marginals after 10 iterations
@@ -58,28 +64,46 @@ class DenseCRF:
                            normalization: str = "after") -> tuple[PermutohedralLattice, float]:
         """The lattice of the bilateral (``rgb_std`` given) or Gaussian kernel with its
         normalisation folded in (``D^-1 K`` for ``"after"``, ``D^-1/2 K D^-1/2`` for
-        ``"symmetric"``), and its peak response; cached."""
+        ``"symmetric"``), and its peak response; cached.
+
+        The Gaussian kernel's lattice depends only on the image's size, so it is also shared between
+        CRFs (:data:`POSITION_LATTICES`): the next image of the same size (most of a data set) reuses it.
+        """
         key = (float(xy_std), None if rgb_std is None else float(rgb_std), normalization)
         if key not in self._cache:
-            feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
-                                     xy_std, rgb_std, device=self.device)
-            try:
-                lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
-            except LatticeRangeError:
-                widths = f"xy_std={xy_std:g}" + ("" if rgb_std is None else f", rgb_std={rgb_std:g}")
-                raise ValueError(f"CRF kernel widths {widths} are too small for the torch backend on a "
-                                 f"{self.height}x{self.width} image: its lattice needs fewer than about 2^62 cells. "
-                                 "Widen the kernel (CRFParams pos_xy_std / bi_xy_std / bi_rgb_std) or use "
-                                 "backend='pydensecrf'") from None
-            before, after = kernel_norm(lat.filter, self.num_pixels, normalization, self.device)
-            lat = lat.scaled(before, after)
-            self._cache[key] = (lat, make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak)
+            shared = (self.batch, self.height, self.width, self.device) + key if rgb_std is None else None
+            if shared is not None and shared in POSITION_LATTICES:
+                POSITION_LATTICES.move_to_end(shared)
+                self._cache[key] = POSITION_LATTICES[shared]
+            else:
+                self._cache[key] = self._build(xy_std, rgb_std, normalization)
+                if shared is not None:
+                    POSITION_LATTICES[shared] = self._cache[key]
+                    while len(POSITION_LATTICES) > MAX_POSITION_LATTICES:
+                        POSITION_LATTICES.popitem(last=False)
             self.lattice_builds += 1
             while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
             self._sums.clear()
         self._cache.move_to_end(key)
         return self._cache[key]
+
+    def _build(self, xy_std: float, rgb_std: float | None, normalization: str) -> tuple[PermutohedralLattice, float]:
+        feats = lattice_features(self.image if rgb_std is not None else None, self.height, self.width,
+                                 xy_std, rgb_std, device=self.device)
+        try:
+            lat = PermutohedralLattice(feats.expand(self.batch, -1, -1))
+        except LatticeRangeError:
+            widths = f"xy_std={xy_std:g}" + ("" if rgb_std is None else f", rgb_std={rgb_std:g}")
+            raise ValueError(f"CRF kernel widths {widths} are too small for the torch backend on a "
+                             f"{self.height}x{self.width} image: its lattice needs fewer than about 2^62 cells. "
+                             "Widen the kernel (CRFParams pos_xy_std / bi_xy_std / bi_rgb_std) or use "
+                             "backend='pydensecrf'") from None
+        before, after = kernel_norm(lat.filter, self.num_pixels, normalization, self.device)
+        lat = lat.scaled(before, after)
+        # D^-1 K averages: its rows sum to 1, so its peak is 1 without a filter pass to measure it.
+        peak = 1.0 if normalization == "after" else make_kernel(1.0, lat.filter, self.num_pixels, self.device).peak
+        return lat, peak
 
     def kernels(self, params: CRFParams | None = None, num_labels: int | None = None) -> list[Kernel]:
         """The pairwise terms of ``params`` with non-zero weight.
