@@ -168,10 +168,12 @@ class PermutohedralLattice:
     def __init__(self, features: torch.Tensor):
         if features.dim() != 3:
             raise ValueError(f"features must be [B, N, d], got shape {tuple(features.shape)}")
-        if not torch.isfinite(features).all():
-            raise ValueError("features must be finite (check the kernel widths: they must be > 0)")
-        if features.numel() and float(features.abs().max()) * (features.shape[-1] + 1) >= 2 ** 22:
-            raise LatticeRangeError("features too large for float32 lattice coordinates (kernel widths too small)")
+        if features.numel():
+            low, high = (float(x) for x in torch.aminmax(features))             # one pass; NaN propagates
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("features must be finite (check the kernel widths: they must be > 0)")
+            if max(-low, high) * (features.shape[-1] + 1) >= 2 ** 22:
+                raise LatticeRangeError("features too large for float32 lattice coordinates (kernel widths too small)")
         batch, n, d = features.shape
         self.batch, self.num_pixels, self.dim = batch, n, d
         device = features.device
@@ -195,26 +197,28 @@ class PermutohedralLattice:
         per_image = strides[0] * int(span[0])
         if (d + 1) * per_image * batch >= 2 ** 62:
             raise LatticeRangeError("kernel widths too small for the lattice's key encoding: increase xy_std / rgb_std")
-        image_id = torch.arange(batch, device=device).repeat_interleave(n)
+        # When every code fits in 31 bits (a VOC-sized image with DeepLab's kernel widths), codes are
+        # int32: the sort below runs about 3x faster than on int64 keys.
+        key_type = torch.int32 if (d + 1) * per_image * batch < 2 ** 31 else torch.int64
+        image_id = torch.arange(batch, device=device, dtype=key_type).repeat_interleave(n)
         base = image_id * per_image
         for i in range(d):
-            base += (quotient[i] - lo[i]) * strides[i]
+            base += ((quotient[i] - lo[i]) * strides[i]).to(key_type)
         # wrapped[r] = sum_i strides[i] [rank_i > d - r]: stride i joins every corner r >= d + 1 - rank_i,
         # so scatter it to that row and take a cumulative sum down the corners.
-        steps = torch.zeros(d + 2, batch * n, dtype=torch.int64, device=device)
-        steps.scatter_add_(0, d + 1 - rank[:d], torch.tensor(strides, device=device).unsqueeze(1).expand(d, batch * n))
-        wrapped = steps.cumsum(0)[: d + 1]
-        corner = torch.arange(d + 1, device=device).unsqueeze(1)
-        codes = ((base.unsqueeze(0) - wrapped) * (d + 1) + corner).t().contiguous()   # [P, d+1]
+        steps = torch.zeros(d + 2, batch * n, dtype=key_type, device=device)
+        steps.scatter_add_(0, d + 1 - rank[:d],
+                           torch.tensor(strides, device=device, dtype=key_type).unsqueeze(1).expand(d, batch * n))
+        wrapped = steps.cumsum(0, dtype=key_type)[: d + 1]
+        codes = torch.empty(batch * n, d + 1, dtype=key_type, device=device)     # [P, d+1], pixel-major
+        torch.sub(base.unsqueeze(1), wrapped.t(), out=codes)
+        codes.mul_(d + 1).add_(torch.arange(d + 1, device=device, dtype=key_type))
 
         # Deduplicate the (pixel, corner) codes with one stable sort: runs of equal codes are the
         # lattice points, numbered in code order, and each run lists (in pixel order) the pixels that
         # splat onto that point. The numbering changes no sum: each output row adds the same terms in
-        # the same order whatever the rows are called. When every code fits in 31 bits (a VOC-sized
-        # image with DeepLab's kernel widths), the sort runs on int32 keys: about 3x faster than int64.
+        # the same order whatever the rows are called.
         flat = codes.reshape(-1)
-        if (d + 1) * per_image * batch < 2 ** 31:
-            flat = flat.to(torch.int32)
         point_codes, entry = torch.sort(flat, stable=True)
         is_new = torch.ones_like(point_codes, dtype=torch.bool)
         is_new[1:] = point_codes[1:] != point_codes[:-1]
@@ -411,21 +415,24 @@ def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     rank = torch.zeros(d + 1, p, dtype=torch.float32, device=device)
     for i in range(d):
         for j in range(i + 1, d + 1):
-            c = (residual[i] < residual[j]).to(torch.float32)
+            c = residual[i] < residual[j]
             rank[i] += c
-            rank[j] += 1.0 - c
+            rank[j] += ~c
 
     # If the point is off the plane (total != 0), fold it back (Adams et al., p. 6).
     rank += total
-    fold = ((rank < 0).to(torch.float32) - (rank >= d + 1).to(torch.float32)) * (d + 1)
+    fold = torch.where(rank < 0, float(d + 1), torch.where(rank >= d + 1, -float(d + 1), 0.0))
     rank += fold
     rem0 += fold
     rank_i = rank.to(torch.int64)
 
-    # Barycentric weights (Adams et al., p. 10).
+    # Barycentric weights (Adams et al., p. 10): coordinate i adds vbar_i to weight d - rank_i and
+    # subtracts it from weight d - rank_i + 1. With s_k the vbar of the coordinate ranked k, weight
+    # m >= 1 is s_(d-m) - s_(d-m+1) and weight 0 is s_d + (1 - s_0) (densecrf's sums, term by term).
     vbar = (elevated - rem0) * down
-    bary = torch.zeros(d + 2, p, dtype=torch.float32, device=device)
-    bary.scatter_add_(0, d - rank_i, vbar)
-    bary.scatter_add_(0, d - rank_i + 1, -vbar)
-    bary[0] += 1.0 + bary[d + 1]
-    return rem0.to(torch.int64), rank_i, bary[: d + 1]
+    order = torch.empty_like(rank_i).scatter_(0, rank_i, torch.arange(d + 1, device=device).unsqueeze(1).expand(d + 1, p))
+    s = vbar.gather(0, order).flip(0)                      # s[m] = s_(d-m)
+    bary = torch.empty(d + 1, p, dtype=torch.float32, device=device)
+    torch.sub(s[1:], s[:-1], out=bary[1:])
+    bary[0] = s[0] + (1.0 - s[d])
+    return rem0.to(torch.int64), rank_i, bary
