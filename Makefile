@@ -13,7 +13,7 @@ LAB_IP  ?= 127.0.0.1
 LAB_PORT ?= 8888
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: help setup data lab run notebooks book test test-unit test-notebooks test-profiles bench experiments clean
+.PHONY: help setup data lab run notebooks book test test-half-unit test-half-notebooks test-unit test-notebooks test-profiles bench experiments clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -54,7 +54,19 @@ book: setup  ## the committed notebooks as a website in build/book/ (Jupyter Boo
 	@mv build/book-out/_build/html build/book && rm -rf build/book-out build/book-src
 	@echo "book: open build/book/index.html"
 
-test: test-unit test-notebooks test-profiles  ## unit tests (and the book), every notebook with nbval, then under each profile
+test: setup book data  ## unit tests (and the book), every notebook with nbval and under each profile: two halves side by side
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-unit test-half-notebooks
+
+# make test's halves take about as long on one core each (each half's output is printed when it ends):
+# the unit tests then every notebook under the gpu profile; nbval then every notebook under the paper profile.
+test-half-unit: data
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider tests \
+	  -k "not test_lesson_runs_under_profile or gpu"
+
+test-half-notebooks: data
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/*.ipynb
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest -p no:cacheprovider tests/test_profile_notebooks.py -k paper
 
 test-unit: setup book  ## unit tests only (tests/, browser tests of the lessons and the book when Chromium is installed)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests --ignore=tests/test_profile_notebooks.py
