@@ -168,6 +168,18 @@ def test_train_writes_checkpoints_that_rebuild_the_model(voc, tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
+def test_val_images_scores_the_first_images_of_the_split(voc, tmp_path):
+    cfg = TrainConfig(**TINY, data=str(voc), iterations=1, val_images=2)
+    result = train(cfg)
+    val = VOCSegmentation(voc, "val")
+    first_two = evaluate(result.model, torch.utils.data.Subset(val, [0, 1]))
+    for key in ("mean_iou", "pixel_accuracy"):
+        assert result.metrics[key] == pytest.approx(first_two[key])
+    assert evaluate(result.model, val)["pixel_accuracy"] != pytest.approx(first_two["pixel_accuracy"])   # not the split
+    with pytest.raises(ValueError, match="val_images must be >= 0"):
+        TrainConfig(val_images=-1)
+
+
 def test_classifier_gets_ten_times_the_rate(voc, tmp_path):
     cfg = TrainConfig(**TINY, data=str(voc), iterations=2, out=str(tmp_path / "run"))
     train(cfg)

@@ -358,7 +358,8 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         samples, batch_sampler=SampleStream(len(train_set), cfg.batch_size, cfg.seed, start, stop, rank, world),
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator(),
         prefetch_factor=4 if cfg.num_workers else None)
-    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, list(range(rank, len(val_set), world))),
+    scored = min(cfg.val_images, len(val_set)) if cfg.val_images else len(val_set)
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, list(range(rank, scored, world))),
                                              batch_size=1, num_workers=cfg.num_workers, generator=torch.Generator(),
                                              pin_memory=device.type == "cuda")
 

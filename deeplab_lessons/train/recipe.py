@@ -88,6 +88,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     deterministic: bool = _opt(True, "torch.use_deterministic_algorithms during the run")
     eval_every: int = _opt(0, "evaluate every N iterations (0: only at the end)")
+    val_images: int = _opt(0, "score only the first N images of the validation split (0: all of them), e.g. for a "
+                              "quick look at a run's learning curve")
     eval_scales: tuple[float, ...] = _opt((1.0,), "input scales whose softmax is averaged at evaluation (v3's "
                                                    "test-time multi-scale, Table 6), e.g. 0.75 1.0 1.25")
     eval_flip: bool = _opt(False, "also average the left-right flipped prediction at evaluation (v3, Table 6)")
@@ -144,7 +146,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: {', '.join(f'{k}={v!r}' for k, v in bad.items())} must be > 0")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"TrainConfig: need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
-        for name in ("eval_every", "checkpoint_every", "num_workers"):
+        for name in ("eval_every", "val_images", "checkpoint_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
         if self.norm not in NORMS:
