@@ -18,9 +18,9 @@ the same blur order and the same "magic" output scale ``alpha = 1 / (1 + 2^-d)``
 *includes* the pixel's own contribution (there is no self-term subtraction in that code either).
 
 The construction is vectorised over all pixels (and all images of a batch): lattice points are
-encoded as int64 keys, deduplicated with one stable sort (the points are numbered in key order), and
-each blur neighbour is found with ``torch.searchsorted`` (a neighbour's key is the point's key plus a
-constant, because the encoding is linear). Gathers and scatters use ``index_select`` /
+encoded as integer keys (int32 when they fit, else int64), deduplicated with one stable sort (the points
+are numbered in key order), and each blur neighbour is found with ``torch.searchsorted`` (a neighbour's key
+is the point's key plus one of two constants, because the encoding is linear in the coordinates). Gathers and scatters use ``index_select`` /
 ``index_copy_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index
 arrays. The operators are stored as fixed sparse maps
 ("bags": for each output row, the input rows and weights it sums) applied with
