@@ -55,9 +55,9 @@ book: setup  ## the committed notebooks as a website in build/book/ (Jupyter Boo
 	@echo "book: open build/book/index.html"
 
 test: setup book data  ## unit tests (and the book), every notebook with nbval and under each profile: two halves side by side
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-unit test-half-notebooks
+	@$(MAKE) --no-print-directory -j2 $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target) test-half-unit test-half-notebooks
 
-# make test's halves take about as long on one core each (each half's output is printed when it ends):
+# make test's halves take about as long on one core each (with GNU make >= 4 each half's output is printed when it ends):
 # the unit tests then every notebook under the gpu profile; nbval then every notebook under the paper profile.
 test-half-unit: data
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider tests \

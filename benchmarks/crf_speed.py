@@ -9,9 +9,10 @@ torch threads:
 - 2 labels (cat / background), 5 iterations, on scikit-image's photo ``chelsea`` (451x300, shipped
   with the package), from a rough outline at stride 8.
 
-Both timings include building the kernels' permutohedral lattices. The torch backend shares the
-Gaussian kernel's lattice between images of the same size (it depends on nothing else); the line also
-gives the time of the first image of a size, which builds it. Targets: at one thread torch / pydensecrf <= 0.5 at 21 labels and <= 1.0 at 2 labels, with
+Both timings include building the kernels' lattices, except that the torch backend shares the Gaussian
+kernel's lattice between images of the same size (it depends on nothing else): the first time is for an image
+after the first of its size; "first image of its size" is a call that builds every lattice, as pydensecrf's
+every call does. The target is judged on both. Targets: at one thread torch / pydensecrf <= 0.5 at 21 labels and <= 1.0 at 2 labels, with
 >= 99.9 % label agreement; and >= 99 % agreement with the exact O(N^2) CRF on a small image. Then the
 batched path (lessons 06 and 07): 4 images as one mean field vs one by one on the CPU, and on a GPU
 (when there is one) the single-image time and ``--batch`` images at once.
@@ -137,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                                                          lambda: (POSITION_LATTICES.clear(), dense_crf(img, prob, p)),
                                                          args.repeats)
                     line.append(f"first image of its size {t_cold:.3f} s = {t_cold / t_pd_cold:.2f}x")
+                    ratio1_cold = t_cold / t_pd_cold
             print(f"{name}, {normalization:>9}: torch {'; '.join(line)} "
-                  f"(target at 1 thread <= {target}: {'met' if ratio1 <= target else 'not met'}); "
+                  f"(target at 1 thread <= {target}: {'met' if ratio1 <= target else 'not met'}, for the first image of a size "
+                  f"{'met' if ratio1_cold <= target else 'not met'}); "
                   f"labels agree {agree:.4%} (target >= 99.9 %)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     torch.set_num_threads(args.threads)

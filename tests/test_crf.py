@@ -269,6 +269,44 @@ def test_lattice_gradient_is_the_transposed_filter():
     torch.testing.assert_close(values.grad, kernel.T @ probe, atol=1e-5, rtol=1e-5)
 
 
+def test_lattice_sum_gradient_uses_the_gains_of_its_own_pass():
+    """Two passes with other gains before one backward: each output's gradient is its own transposed filter."""
+    from deeplab_lessons.crf import LatticeSum
+
+    image, _ = synthesize_image(2, 0, size=(8, 10))
+    img = torch.from_numpy(image)[None]
+    total = LatticeSum([PermutohedralLattice(lattice_features(img, 8, 10, 4.0, 20.0)),
+                        PermutohedralLattice(lattice_features(None, 8, 10, 2.0))])
+    first, second = (2.0, 0.5), (0.1, 3.0)
+    values = torch.rand(80, 2, requires_grad=True)
+    probe = torch.rand(80, 2)
+    out_first = total.filter(values, first)
+    total.filter(values, second)                                          # another pass, not differentiated
+    (out_first * probe).sum().backward()
+    kernel = total.filter(torch.eye(80), first)                           # column j is K e_j, with the first gains
+    torch.testing.assert_close(values.grad, kernel.T @ probe, atol=1e-5, rtol=1e-5)
+
+
+def test_mean_field_never_overwrites_what_it_yielded():
+    """A filter that returns its input (a view of q) and a float32 filter under a float64 unary: each yielded Q
+    stays as it was, and the result is what energy + w * filter computes."""
+    from deeplab_lessons.crf import Kernel
+    from deeplab_lessons.crf.core import mean_field
+
+    unary = -torch.log_softmax(torch.randn(30, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    identity = Kernel(2.0, lambda q: q, 1.0)
+    steps = [q.clone() for q in mean_field(unary, [identity], 3)]
+    yielded = list(mean_field(unary, [identity], 3))
+    for kept, q in zip(steps, yielded):
+        torch.testing.assert_close(q, kept)
+    q = torch.softmax(-unary, dim=1)
+    for expected in yielded:
+        q = torch.softmax(-unary + 2.0 * q, dim=1)
+        torch.testing.assert_close(expected, q)
+    as_float = Kernel(1.0, lambda q: q.float() * 0.5, 1.0)
+    assert next(mean_field(unary.double(), [as_float], 1)).dtype == torch.float64
+
+
 def test_no_nan_for_zero_probabilities(small_case):
     image, _, probs = small_case
     hard = np.zeros_like(probs)

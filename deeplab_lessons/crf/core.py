@@ -195,13 +195,17 @@ class Kernel:
     peak: float
 
     def add_message(self, energy: torch.Tensor, q: torch.Tensor, inplace: bool = True) -> torch.Tensor:
-        """``energy + w k~ q`` for [P, C] tensors (into ``energy`` when ``inplace`` and nothing needs gradients)."""
+        """``energy + w k~ q`` for [P, C] tensors: into ``energy`` when ``inplace`` and nothing needs gradients, else
+        into the filter's output when that is a new buffer of ``energy``'s type (never into ``q``)."""
         filtered = self.filter_fn(q)
         if torch.is_grad_enabled() and (energy.requires_grad or filtered.requires_grad):
             return energy + self.weight * filtered
         if inplace:
             return energy.add_(filtered, alpha=self.weight)
-        return torch.add(energy, filtered, alpha=self.weight, out=filtered)       # one pass, no new buffer
+        if (filtered.dtype == energy.dtype and filtered.shape == energy.shape
+                and filtered.untyped_storage().data_ptr() != q.untyped_storage().data_ptr()):
+            return torch.add(energy, filtered, alpha=self.weight, out=filtered)   # a fresh buffer: one pass, no new one
+        return energy + self.weight * filtered
 
 
 def kernel_norm(filter_fn: Callable[[torch.Tensor], torch.Tensor], num_rows: int, normalization: str,

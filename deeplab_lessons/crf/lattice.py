@@ -26,7 +26,7 @@ arrays. The operators are stored as fixed sparse maps
 ("bags": for each output row, the input rows and weights it sums) applied with
 ``F.embedding_bag``, so a filter pass is 2 + (d+1) sparse products for all label channels at
 once, on CPU or GPU, and differentiable with respect to the filtered values (the backward pass
-applies the transposed maps, also precomputed).
+applies the transposed maps, built on the first backward pass).
 """
 
 from __future__ import annotations
@@ -357,29 +357,32 @@ class LatticeSum:
         if gains != self._gains:
             g = torch.tensor(gains, dtype=torch.float32, device=self._slice.weights.device)
             self.slice = self._slice.scaled_columns(torch.repeat_interleave(g, self._slice_columns))
-            self._gains, self._slice_t = gains, None
+            self._gains = gains
 
-    def _transpose(self, which: str) -> _Bags:
-        """``splat^T`` or ``slice^T`` (with the current gains), built on first use."""
-        if which == "splat":
-            if self._splat_t is None:
-                self._splat_t = _Bags.join_columns([lat._transpose("splat") for lat in self._lattices], self._starts)
-            return self._splat_t
-        if self._slice_t is None:
+    def _splat_transpose(self) -> _Bags:
+        """``splat^T``, built on first use."""
+        if self._splat_t is None:
+            self._splat_t = _Bags.join_columns([lat._transpose("splat") for lat in self._lattices], self._starts)
+        return self._splat_t
+
+    def _slice_transpose(self, gains: tuple[float, ...]) -> _Bags:
+        """``slice^T`` with the ``gains`` of the forward pass it belongs to, built on first use (the last one kept)."""
+        if self._slice_t is None or self._slice_t[0] != gains:
             parts = [lat._transpose("slice") for lat in self._lattices]
-            self._slice_t = _Bags.stack_rows([p.scaled(torch.tensor(g, dtype=p.weights.dtype)) for p, g in zip(parts, self._gains)],
-                                             [0] * len(parts))
-        return self._slice_t
+            scaled = [p.scaled(torch.tensor(g, dtype=p.weights.dtype)) for p, g in zip(parts, gains)]
+            self._slice_t = (gains, _Bags.stack_rows(scaled, [0] * len(parts)))
+        return self._slice_t[1]
 
     def filter(self, values: torch.Tensor, gains: tuple[float, ...]) -> torch.Tensor:
         """``sum_k gains[k] K_k values`` for ``[B*N, C]`` values (differentiable in ``values``)."""
         if len(gains) != self.num_lattices:
             raise ValueError(f"need {self.num_lattices} gains, got {len(gains)}")
-        self._set_gains(tuple(float(g) for g in gains))
-        v = _LinearOp.apply(self.splat, partial(self._transpose, "splat"), values.to(torch.float32))
+        gains = tuple(float(g) for g in gains)
+        self._set_gains(gains)
+        v = _LinearOp.apply(self.splat, self._splat_transpose, values.to(torch.float32))
         for blur in self.blur:
             v = _LinearOp.apply(blur, blur, v)
-        return _LinearOp.apply(self.slice, partial(self._transpose, "slice"), v)
+        return _LinearOp.apply(self.slice, partial(self._slice_transpose, gains), v)   # the gains of this pass
 
 
 def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
