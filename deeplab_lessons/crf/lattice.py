@@ -60,21 +60,9 @@ class _Bags:
         self.weights = weights.reshape(-1).contiguous()
         self.offsets = offsets.contiguous()
 
-    def rows(self) -> torch.Tensor:
-        """Output row of every entry (``[nnz]`` int64)."""
-        counts = torch.diff(self.offsets, append=torch.tensor([self.index.numel()], device=self.index.device))
-        return torch.repeat_interleave(torch.arange(self.offsets.numel(), device=self.index.device), counts)
-
     def scaled(self, by_entry: torch.Tensor) -> "_Bags":
-        """The same map with every entry's weight multiplied by ``by_entry`` ([nnz])."""
+        """The same map with every entry's weight multiplied by ``by_entry`` ([nnz], or one number for all)."""
         return _Bags(self.index, self.weights * by_entry, self.offsets, self.row_length)
-
-    def scaled_rows(self, by_row: torch.Tensor) -> "_Bags":
-        """The same map with output row r's weights multiplied by ``by_row[r]`` (``diag(by_row) A``)."""
-        if self.row_length is None:
-            return self.scaled(by_row.reshape(-1).index_select(0, self.rows()))
-        weights = self.weights.view(-1, self.row_length) * by_row.reshape(-1, 1)    # a broadcast, no gather
-        return _Bags(self.index, weights.reshape(-1), self.offsets, self.row_length)
 
     def scaled_columns(self, by_column: torch.Tensor) -> "_Bags":
         """For a map with ``row_length`` entries per row: entry k of every row times ``by_column[k]``."""
