@@ -58,15 +58,17 @@ test: setup book data  ## unit tests (and the book), every notebook with nbval a
 	@$(MAKE) --no-print-directory -j2 $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=target) test-half-unit test-half-notebooks
 
 # make test's halves take about as long on one core each (with GNU make >= 4 each half's output is printed when it ends):
-# the unit tests then every notebook under the gpu profile; nbval then every notebook under the paper profile.
+# the unit tests then every notebook but lesson 05 under the gpu profile; nbval, then every notebook under the paper
+# profile and lesson 05 under the gpu profile.
 test-half-unit: data
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider tests \
-	  -k "not test_lesson_runs_under_profile or gpu"
+	  -k "not test_lesson_runs_under_profile or (gpu and not 05_training)"
 
 test-half-notebooks: data
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/*.ipynb
-	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest -p no:cacheprovider tests/test_profile_notebooks.py -k paper
+	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest -p no:cacheprovider tests/test_profile_notebooks.py \
+	  -k "paper or (gpu and 05_training)"
 
 test-unit: setup book  ## unit tests only (tests/, browser tests of the lessons and the book when Chromium is installed)
 	DEEPLAB_TEST=1 TQDM_DISABLE=1 MPLBACKEND=agg $(PY) -m pytest tests --ignore=tests/test_profile_notebooks.py
