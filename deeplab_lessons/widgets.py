@@ -174,7 +174,7 @@ class CRFExplorer(FigureExplorer):
         self.image = np.asarray(image)
         self.crf = crf if crf is not None else DenseCRF(self.image)
         probs = check_probs(probs, self.crf.image)[0]
-        self.unary = unary_from_probs(probs.to(self.crf.device, torch.float32))
+        self.unary = unary_from_probs(probs.to(self.crf.device, torch.float32), classes_last=True)
         self.before = probs.argmax(dim=0).cpu().numpy()
         self.target = None if target is None else np.asarray(target)
         self.params = params

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deeplab_lessons.crf import CRFParams, DenseCRF, PermutohedralLattice, dense_crf, lattice_features
-from deeplab_lessons.crf import gaussian_kernel_matrix, naive_steps
+from deeplab_lessons.crf import gaussian_kernel_matrix, naive_steps, unary_from_probs
 from deeplab_lessons.data import synthesize_image
 
 HAS_PYDENSECRF = importlib.util.find_spec("pydensecrf") is not None
@@ -242,6 +242,22 @@ def test_array_kind_and_dtype_follow_probs(small_case):
     assert isinstance(q_np, np.ndarray) and q_np.dtype == np.float64
     q_t = dense_crf(torch.from_numpy(image), torch.from_numpy(probs))
     assert isinstance(q_t, torch.Tensor) and q_t.dtype == torch.float32 and q_t.shape == probs.shape
+
+
+def test_unary_with_classes_last_is_the_same_energy_laid_out_by_pixel(small_case):
+    """classes_last writes -log(max(p, clip)) with each pixel's C energies side by side (mean field's [P, C] rows are
+    a view of it), for one image and a batch; with a gradient asked for it is still differentiable."""
+    _, _, probs = small_case
+    p = torch.from_numpy(probs)
+    p[0, 0, 0], p[1, 0, 0] = 0.0, p[1, 0, 0] + p[0, 0, 0]                # a zero probability: clipped, finite
+    for x in (p, torch.stack([p, p.flip(-1)])):
+        plain, rows = unary_from_probs(x), unary_from_probs(x, classes_last=True)
+        assert torch.equal(plain, rows) and torch.isfinite(rows).all()
+        assert rows.movedim(-3, -1).is_contiguous() and not rows.is_contiguous()
+    leaf = p.clone().requires_grad_(True)
+    energy = unary_from_probs(leaf, classes_last=True)
+    energy.sum().backward()
+    assert torch.equal(energy.detach(), unary_from_probs(p)) and torch.isfinite(leaf.grad).all()
 
 
 # ---------------------------------------------------------------------------------------------

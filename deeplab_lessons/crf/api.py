@@ -41,7 +41,8 @@ def dense_crf(image, probs, params: CRFParams | None = None, backend: str = "tor
     batched = as_tensor(probs, "probs").dim() == 4
 
     if backend == "torch":
-        gen = DenseCRF(img, params, device=p.device).steps(params=params, unary=unary_from_probs(p.to(torch.float32)))
+        unary = unary_from_probs(p.to(torch.float32), classes_last=True)       # each pixel's energies side by side
+        gen = DenseCRF(img, params, device=p.device).steps(params=params, unary=unary)
     elif backend == "naive":
         gen = naive_steps(img, p, params)
     else:

@@ -163,12 +163,18 @@ def check_probs(probs, image: torch.Tensor | None) -> torch.Tensor:
     return p
 
 
-def unary_from_probs(probs: torch.Tensor, clip: float = PROB_CLIP) -> torch.Tensor:
+def unary_from_probs(probs: torch.Tensor, clip: float = PROB_CLIP, classes_last: bool = False) -> torch.Tensor:
     """Unary energy ``-log(max(p, clip))`` (same shape), as pydensecrf's ``unary_from_softmax``.
 
-    The clip keeps zero probabilities finite (energy ``-log(1e-5) = 11.5``).
+    The clip keeps zero probabilities finite (energy ``-log(1e-5) = 11.5``). With ``classes_last``, ``[C, H, W]``
+    or ``[B, C, H, W]`` probabilities give energies of the same shape stored with each pixel's C values side by
+    side (the ``[pixels, C]`` rows that mean field works on, a view away), in one pass and no other buffer.
     """
-    return -torch.log(probs.clamp_min(clip))
+    if not classes_last or probs.dim() < 3 or (torch.is_grad_enabled() and probs.requires_grad):
+        energy = -torch.log(probs.clamp_min(clip))
+        return energy if not classes_last else energy.movedim(-3, -1).contiguous().movedim(-1, -3)
+    out = torch.empty(probs.movedim(-3, -1).shape, dtype=probs.dtype, device=probs.device).movedim(-1, -3)
+    return torch.clamp_min(probs, clip, out=out).log_().neg_()
 
 
 def to_kind(result: torch.Tensor, like) -> np.ndarray | torch.Tensor:

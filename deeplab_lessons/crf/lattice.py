@@ -21,7 +21,7 @@ The construction is vectorised over all pixels (and all images of a batch): latt
 encoded as integer keys (int32 when they fit, else int64), deduplicated with one stable sort (the points
 are numbered in key order), and each blur neighbour is found with ``torch.searchsorted`` (a neighbour's key
 is the point's key plus one of two constants, because the encoding is linear in the coordinates). Gathers and scatters use ``index_select`` /
-``index_copy_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index
+``index_copy_`` / ``scatter_``, many times faster on the CPU than advanced indexing (``x[idx]``) for large index
 arrays. The operators are stored as fixed sparse maps
 ("bags": for each output row, the input rows and weights it sums) applied with
 ``F.embedding_bag``, so a filter pass is 2 + (d+1) sparse products for all label channels at
@@ -112,6 +112,14 @@ class _LinearOp(torch.autograd.Function):
         return None, None, transpose(grad.contiguous())
 
 
+def _apply(forward: _Bags, transpose, values: torch.Tensor) -> torch.Tensor:
+    """``forward(values)``, through :class:`_LinearOp` only when a gradient can be asked for (its bookkeeping
+    costs a little on every one of a filter pass's calls)."""
+    if torch.is_grad_enabled() and values.requires_grad:
+        return _LinearOp.apply(forward, transpose, values)
+    return forward(values)
+
+
 class LatticeRangeError(ValueError):
     """The features span more lattice cells than the int64 keys (or float32 coordinates) can address."""
 
@@ -166,7 +174,7 @@ class PermutohedralLattice:
         self.batch, self.num_pixels, self.dim = batch, n, d
         device = features.device
         f = features.reshape(batch * n, d).to(torch.float32).t().contiguous()   # [d, P]
-        rem0, rank, bary = _simplex(f)                                          # [d+1, P] each
+        quotient, rank, bary = _simplex(f)                                      # [d+1, P] each
 
         # Corner r of a point's simplex has lattice coordinates rem0_i + canonical(r, rank_i),
         # canonical(r, k) = r - (d+1) [k > d - r] (Adams et al., sec. 3.1). rem0 is a multiple of d+1,
@@ -176,7 +184,7 @@ class PermutohedralLattice:
         # zero sum), the quotients offset to be >= 0 with a margin of 2 so that blur neighbours (a
         # further step of at most 1) encode without spilling into the next one. Storing quotients rather
         # than coordinates makes the codes (d+1)^(d-1) times denser: a VOC photo's fit in 31 bits.
-        quotient = torch.div(rem0[:d], d + 1, rounding_mode="floor")
+        quotient = quotient[:d]
         lo = quotient.amin(dim=1) - 2
         span = quotient.amax(dim=1) - lo + 3
         strides = [1] * d
@@ -213,7 +221,8 @@ class PermutohedralLattice:
         starts = torch.nonzero(is_new).squeeze(1)
         m = starts.numel()
         self.num_points = m
-        point_of = torch.empty_like(entry).index_copy_(0, entry, torch.cumsum(is_new, 0) - 1)
+        number = torch.cumsum(is_new, 0, dtype=torch.int32).sub_(1).to(torch.int64)   # int32: a bool cumsum to int64 is slow
+        point_of = torch.empty_like(entry).scatter_(0, entry, number)
         point_codes = point_codes.index_select(0, starts).to(torch.int64)     # sorted, one per point
 
         # splat: lattice point k gathers its run of (pixel, weight) entries of the sorted order; slice:
@@ -301,10 +310,10 @@ class PermutohedralLattice:
         shape = values.shape
         dtype = torch.float64 if values.dtype == torch.float64 else torch.float32
         v = values.reshape(self.batch * self.num_pixels, -1).to(dtype)
-        v = _LinearOp.apply(self.splat, partial(self._transpose, "splat"), v)
+        v = _apply(self.splat, partial(self._transpose, "splat"), v)
         for blur in self.blur:                         # each blur is symmetric: its own transpose
-            v = _LinearOp.apply(blur, blur, v)
-        v = _LinearOp.apply(self.slice, partial(self._transpose, "slice"), v)
+            v = _apply(blur, blur, v)
+        v = _apply(self.slice, partial(self._transpose, "slice"), v)
         return v.reshape(shape)
 
 
@@ -367,17 +376,17 @@ class LatticeSum:
             raise ValueError(f"need {self.num_lattices} gains, got {len(gains)}")
         gains = tuple(float(g) for g in gains)
         self._set_gains(gains)
-        v = _LinearOp.apply(self.splat, self._splat_transpose, values.to(torch.float32))
+        v = _apply(self.splat, self._splat_transpose, values.to(torch.float32))
         for blur in self.blur:
-            v = _LinearOp.apply(blur, blur, v)
-        return _LinearOp.apply(self.slice, partial(self._slice_transpose, gains), v)   # the gains of this pass
+            v = _apply(blur, blur, v)
+        return _apply(self.slice, partial(self._slice_transpose, gains), v)   # the gains of this pass
 
 
 def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The simplex of the permutohedral lattice enclosing each feature vector.
 
-    ``f`` is ``[d, P]`` float32 (one column per pixel). Returns, each ``[d+1, P]``: ``rem0``
-    (int64, the nearest remainder-0 lattice point, coordinates multiples of d+1), ``rank``
+    ``f`` is ``[d, P]`` float32 (one column per pixel). Returns, each ``[d+1, P]``: ``quotient``
+    (int64, the nearest remainder-0 lattice point ``rem0`` divided by d+1: its coordinates are multiples of d+1), ``rank``
     (int64, the rank of each coordinate's residual, 0 = largest) and the barycentric weights
     (float32, summing to 1 over the d+1 corners). Adams et al. 2010, sec. 3.1-3.2, with
     densecrf's float32 arithmetic and ties-to-even rounding.
@@ -412,18 +421,26 @@ def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
     # If the point is off the plane (total != 0), fold it back (Adams et al., p. 6).
     rank += total
-    fold = torch.where(rank < 0, float(d + 1), torch.where(rank >= d + 1, -float(d + 1), 0.0))
-    rank += fold
-    rem0 += fold
+    wrap = torch.div(rank, d + 1, rounding_mode="floor")          # -1, 0 or 1: a rank outside 0..d wraps around
+    rank.sub_(wrap, alpha=d + 1)
+    rem0.sub_(wrap, alpha=d + 1)
     rank_i = rank.to(torch.int64)
 
     # Barycentric weights (Adams et al., p. 10): coordinate i adds vbar_i to weight d - rank_i and
     # subtracts it from weight d - rank_i + 1. With s_k the vbar of the coordinate ranked k, weight
     # m >= 1 is s_(d-m) - s_(d-m+1) and weight 0 is s_d + (1 - s_0) (densecrf's sums, term by term).
     vbar = (elevated - rem0) * down
-    order = torch.empty_like(rank_i).scatter_(0, rank_i, torch.arange(d + 1, device=device).unsqueeze(1).expand(d + 1, p))
-    s = vbar.gather(0, order).flip(0)                      # s[m] = s_(d-m)
+    # s[m] = s_(d-m) is the m-th smallest vbar (the ranks order the residuals from the largest; equal values are
+    # interchangeable): d+1 rounds of an odd-even transposition network, a few elementwise passes instead of a
+    # scatter of the ranks and a gather.
+    s = list(vbar.unbind(0))
+    for r in range(d + 1):
+        for i in range(r % 2, d, 2):
+            low = torch.minimum(s[i], s[i + 1])
+            s[i + 1] = torch.maximum(s[i], s[i + 1])
+            s[i] = low
     bary = torch.empty(d + 1, p, dtype=torch.float32, device=device)
-    torch.sub(s[1:], s[:-1], out=bary[1:])
+    for m in range(1, d + 1):
+        torch.sub(s[m], s[m - 1], out=bary[m])
     bary[0] = s[0] + (1.0 - s[d])
-    return rem0.to(torch.int64), rank_i, bary
+    return v.sub_(wrap).to(torch.int64), rank_i, bary                     # rem0 / (d+1)

@@ -136,13 +136,13 @@ class DenseCRF:
         if (probs is None) == (unary is None):
             raise ValueError("give exactly one of probs (softmax probabilities) or unary (energies)")
         if unary is None:
-            u = unary_from_probs(check_probs(probs, self.image).to(self.device, torch.float32))
+            u = unary_from_probs(check_probs(probs, self.image).to(self.device, torch.float32), classes_last=True)
         else:
             u = as_tensor(unary, "unary").to(self.device, torch.float32)
             u = u.unsqueeze(0) if u.dim() == 3 else u
             if u.dim() != 4 or (u.shape[0], *u.shape[2:]) != (self.batch, self.height, self.width):
                 raise ValueError(f"unary must be [C, H, W] / [B, C, H, W] matching the image, got {tuple(u.shape)}")
-        return u.permute(0, 2, 3, 1).reshape(self.num_pixels, -1).contiguous()   # rows = pixels
+        return u.permute(0, 2, 3, 1).reshape(self.num_pixels, -1).contiguous()   # rows = pixels (a view when classes last)
 
     def _unflat(self, q: torch.Tensor) -> torch.Tensor:
         return q.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
