@@ -204,6 +204,28 @@ def test_resume_continues_exactly(voc, tmp_path):
                               resume=True))
 
 
+def test_a_run_killed_while_it_evaluates_resumes_without_losing_that_evaluation(voc, tmp_path, monkeypatch):
+    """An iteration that evaluates and checkpoints evaluates first: a run killed during the evaluation (nothing can
+    catch a SIGKILL) resumes from the checkpoint before it, and its learning curve has every evaluation."""
+    from deeplab_lessons.train import engine
+
+    cfg = dict(**TINY, data=str(voc), iterations=4, eval_every=2, checkpoint_every=1)
+    straight = train(TrainConfig(**cfg, out=str(tmp_path / "a")))
+    real = engine.evaluate
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while evaluating")
+
+    monkeypatch.setattr(engine, "evaluate", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(TrainConfig(**cfg, out=str(tmp_path / "b")))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["iteration"] == 1
+    monkeypatch.setattr(engine, "evaluate", real)
+    resumed = train(TrainConfig(**cfg, out=str(tmp_path / "b"), resume=True))
+    assert resumed.history["eval_iteration"] == straight.history["eval_iteration"] == [2, 4]
+    assert resumed.history["mean_iou"] == straight.history["mean_iou"]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(voc, tmp_path):
     cfg = TrainConfig(**{**TINY, "lr": 1e12, "norm": "none"}, data=str(voc), iterations=6,
                         checkpoint_every=1, out=str(tmp_path / "run"))

@@ -428,16 +428,16 @@ def _run(cfg: TrainConfig, callback, rank: int, world: int, device: torch.device
         bar.update(1)
         if save_now or eval_now:
             train_seconds += time.perf_counter() - tick
-        if save_now:
-            save_checkpoint(run_state(cfg, model, iteration, history, {}, optimizer, scaler, device), last_path)
-            good_iteration = iteration
-        if eval_now:
+        if eval_now:        # before this iteration's checkpoint: a run killed while it evaluates resumes before it
             scores = evaluate_now(iteration)
             model.train()
             if frozen is not None:
                 freeze_batchnorm(frozen)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{lr:.2e}", miou=f"{scores['mean_iou']:.3f}",
                             refresh=False)
+        if save_now:
+            save_checkpoint(run_state(cfg, model, iteration, history, {}, optimizer, scaler, device), last_path)
+            good_iteration = iteration
         if save_now or eval_now:
             tick = time.perf_counter()
         if interrupted:
